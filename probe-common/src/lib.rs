@@ -1,0 +1,175 @@
+//! Wire types shared by the kernel programs (probe-ebpf) and the CLI (probe-user).
+//!
+//! Everything here is `#[repr(C)]` plain data with explicit padding, so both sides agree on the
+//! layout byte for byte; the size checks at the bottom fail the build if a field moves.
+#![no_std]
+
+/// `AF_INET` and `AF_INET6` as the kernel stores them in `sock_common.skc_family`.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// TCP states from `include/net/tcp_states.h`; part of the kernel's ABI, stable across versions.
+pub const TCP_ESTABLISHED: i32 = 1;
+pub const TCP_SYN_RECV: i32 = 3;
+pub const TCP_LISTEN: i32 = 10;
+
+/// Capacity of the pending-state maps. They are LRU maps, so a connection that never completes
+/// its handshake or is never accepted is evicted instead of leaking.
+pub const PENDING_ENTRIES: u32 = 65_536;
+
+/// Byte offsets of the kernel struct members the programs read. Userspace resolves them from the
+/// running kernel's BTF and writes them into the object before load: Rust eBPF has no CO-RE, and
+/// these offsets differ between kernel versions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_dev: u32,
+    /// `sk_buff._skb_refdst`: the route, whose device tells the namespace once TCP has cleared
+    /// `skb->dev`.
+    pub skb_refdst: u32,
+    pub dst_dev: u32,
+    /// `net_device.nd_net.net`
+    pub netdev_net: u32,
+    /// `net.ns.inum`: the network namespace's inode number, as `ls -i /proc/PID/ns/net` shows.
+    pub net_inum: u32,
+    /// `sock.__sk_common.skc_net.net`
+    pub sk_net: u32,
+    pub sk_family: u32,
+    /// Local port, host byte order.
+    pub sk_num: u32,
+    /// Remote port, network byte order.
+    pub sk_dport: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_protocol: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+}
+
+/// Load-time configuration of the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub offsets: KernelOffsets,
+    /// Non-zero: only ports present in the `PORTS` map are traced.
+    pub filter_ports: u32,
+    pub _pad: u32,
+    /// Address range of `tcp_rcv_state_process`: a SYN handled by a listener is released with
+    /// `consume_skb` from inside it, which is how the tracepoint backend sees SYN arrival.
+    pub syn_consumer_start: u64,
+    pub syn_consumer_end: u64,
+}
+
+/// What an event reports. The numbers are part of the wire format: never reuse one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A SYN reached a listener.
+    Syn = 1,
+    /// A child socket completed its handshake and sits in the accept queue.
+    Handshake = 2,
+    /// accept() returned a child socket.
+    Accept = 3,
+    /// A socket started listening (addresses and the process that called listen()).
+    Listen = 4,
+}
+
+impl EventKind {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Syn),
+            2 => Some(Self::Handshake),
+            3 => Some(Self::Accept),
+            4 => Some(Self::Listen),
+            _ => None,
+        }
+    }
+}
+
+/// One event from the kernel programs to userspace, through the ring buffer.
+///
+/// Addresses are 16 bytes; IPv4 is stored v4-mapped (`::ffff:a.b.c.d`) so that a SYN seen as an
+/// IPv4 packet matches the child of an IPv6 socket that accepted it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub kind: u32,
+    pub netns: u32,
+    /// Process (tgid) that accepted or listened; 0 for kernel-context events.
+    pub pid: u32,
+    pub _pad0: u32,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad1: u16,
+    /// CLOCK_MONOTONIC nanoseconds; 0 when that stage was not seen (for example a connection
+    /// whose SYN arrived before tracing started).
+    pub syn_ns: u64,
+    pub established_ns: u64,
+    pub accepted_ns: u64,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+impl ConnEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            netns: 0,
+            pid: 0,
+            _pad0: 0,
+            family: 0,
+            local_port: 0,
+            remote_port: 0,
+            _pad1: 0,
+            syn_ns: 0,
+            established_ns: 0,
+            accepted_ns: 0,
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            comm: [0; 16],
+        }
+    }
+}
+
+/// Key of the SYN-timestamp map: one connection, seen from the server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    pub netns: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// Timestamps of a child socket between handshake and accept(), keyed by the socket's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildStamps {
+    pub syn_ns: u64,
+    pub established_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<ChildStamps>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all are repr(C) plain data with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ChildStamps {}
+}

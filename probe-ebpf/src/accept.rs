@@ -1,0 +1,104 @@
+//! Stage 3, accept(), tracepoint backend: the exits of accept(2) and accept4(2).
+//!
+//! The syscall returns a file descriptor; the accepted child is found by walking the calling
+//! task's file table: task->files->fdt->fd[ret]->private_data (struct socket) ->sk.
+//! io_uring and in-kernel accepts do not pass through these syscalls.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use probe_common::{ConnEvent, EventKind, KernelOffsets};
+
+use crate::{
+    emit,
+    kernel::{read, sock_endpoints},
+    maps::{CHILDREN, config, port_wanted},
+};
+
+/// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
+/// syscall number); fixed by the syscall tracepoint format since it exists.
+const SYS_EXIT_RET: usize = 16;
+const IPPROTO_TCP: u16 = 6;
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn accept_exit_accept4(ctx: TracePointContext) -> u32 {
+    on_accept_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn accept_exit_accept(ctx: TracePointContext) -> u32 {
+    on_accept_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_accept_exit(ctx: &TracePointContext) {
+    let Ok(fd) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET) }) else {
+        return;
+    };
+    if fd < 0 {
+        return;
+    }
+    let config = config();
+    let _ = on_accepted_fd(&config.offsets, fd as u64, &config);
+}
+
+#[inline(always)]
+fn on_accepted_fd(
+    offsets: &KernelOffsets,
+    fd: u64,
+    config: &probe_common::ProbeConfig,
+) -> Result<(), i32> {
+    let sk = socket_of_fd(offsets, fd)?;
+    // accept() also serves Unix, MPTCP and SCTP sockets.
+    if read::<u16>(sk, offsets.sk_protocol)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let Some(child) = sock_endpoints(offsets, sk)? else {
+        return Ok(());
+    };
+    if !port_wanted(config, child.local_port) {
+        return Ok(());
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stamps = match unsafe { CHILDREN.get(&sk) } {
+        Some(&stamps) => {
+            let _ = CHILDREN.remove(&sk);
+            stamps
+        }
+        None => Default::default(),
+    };
+
+    let mut event = ConnEvent::zeroed();
+    event.kind = EventKind::Accept as u32;
+    event.netns = child.netns;
+    event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    event.family = child.family;
+    event.local_port = child.local_port;
+    event.remote_port = child.remote_port;
+    event.local_addr = child.local_addr;
+    event.remote_addr = child.remote_addr;
+    event.syn_ns = stamps.syn_ns;
+    event.established_ns = stamps.established_ns;
+    event.accepted_ns = now;
+    event.comm = bpf_get_current_comm().unwrap_or_default();
+    emit::send(&event);
+    Ok(())
+}
+
+/// `struct sock *` behind file descriptor `fd` of the current task.
+#[inline(always)]
+fn socket_of_fd(offsets: &KernelOffsets, fd: u64) -> Result<u64, i32> {
+    let task = unsafe { bpf_get_current_task() };
+    let files = read::<u64>(task, offsets.task_files)?;
+    let fdt = read::<u64>(files, offsets.files_fdt)?;
+    let fd_array = read::<u64>(fdt, offsets.fdtable_fd)?;
+    let file = read::<u64>(fd_array + fd * 8, 0)?;
+    let socket = read::<u64>(file, offsets.file_private_data)?;
+    read::<u64>(socket, offsets.socket_sk)
+}

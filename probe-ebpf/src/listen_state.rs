@@ -1,0 +1,101 @@
+//! Stages driven by socket state changes, tracepoint backend (`sock:inet_sock_set_state`):
+//!
+//! - a child moving SYN_RECV -> ESTABLISHED has completed its handshake and was just put on the
+//!   accept queue (stage 2);
+//! - a socket moving to LISTEN is a new listener, reported with its address and owner.
+//!
+//! Only full sockets reach this tracepoint (never request socks), and it fires for client sockets
+//! too: the state test comes first.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use probe_common::{
+    ChildStamps, ConnEvent, EventKind, FlowKey, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+};
+
+use crate::{
+    emit,
+    kernel::sock_endpoints,
+    maps::{CHILDREN, SYN_TIMES, config, port_wanted},
+};
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn handshake_set_state(ctx: BtfTracePointContext) -> u32 {
+    let old_state: i32 = ctx.arg(1);
+    let new_state: i32 = ctx.arg(2);
+    let sk: u64 = ctx.arg(0);
+    if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
+        let _ = on_established(sk);
+    } else if new_state == TCP_LISTEN {
+        let _ = on_listen(sk);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_established(sk: u64) -> Result<(), i32> {
+    let config = config();
+    let Some(child) = sock_endpoints(&config.offsets, sk)? else {
+        return Ok(());
+    };
+    if !port_wanted(&config, child.local_port) {
+        return Ok(());
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = FlowKey {
+        netns: child.netns,
+        local_port: child.local_port,
+        remote_port: child.remote_port,
+        local_addr: child.local_addr,
+        remote_addr: child.remote_addr,
+    };
+    let syn_ns = match unsafe { SYN_TIMES.get(&key) } {
+        Some(&syn_ns) => {
+            let _ = SYN_TIMES.remove(&key);
+            syn_ns
+        }
+        None => 0,
+    };
+    let stamps = ChildStamps {
+        syn_ns,
+        established_ns: now,
+    };
+    let _ = CHILDREN.insert(&sk, &stamps, 0);
+
+    let mut event = ConnEvent::zeroed();
+    event.kind = EventKind::Handshake as u32;
+    event.netns = child.netns;
+    event.family = child.family;
+    event.local_port = child.local_port;
+    event.remote_port = child.remote_port;
+    event.local_addr = child.local_addr;
+    event.remote_addr = child.remote_addr;
+    event.syn_ns = syn_ns;
+    event.established_ns = now;
+    emit::send(&event);
+    Ok(())
+}
+
+#[inline(always)]
+fn on_listen(sk: u64) -> Result<(), i32> {
+    let config = config();
+    let Some(listener) = sock_endpoints(&config.offsets, sk)? else {
+        return Ok(());
+    };
+    if !port_wanted(&config, listener.local_port) {
+        return Ok(());
+    }
+    let mut event = ConnEvent::zeroed();
+    event.kind = EventKind::Listen as u32;
+    event.netns = listener.netns;
+    event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    event.family = listener.family;
+    event.local_port = listener.local_port;
+    event.local_addr = listener.local_addr;
+    event.comm = bpf_get_current_comm().unwrap_or_default();
+    emit::send(&event);
+    Ok(())
+}

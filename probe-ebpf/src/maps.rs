@@ -1,0 +1,74 @@
+//! Maps and load-time configuration shared by all programs.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use probe_common::{ChildStamps, FlowKey, KernelOffsets, PENDING_ENTRIES, ProbeConfig};
+
+/// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig {
+    offsets: KernelOffsets {
+        skb_head: 0,
+        skb_network_header: 0,
+        skb_transport_header: 0,
+        skb_dev: 0,
+        skb_refdst: 0,
+        dst_dev: 0,
+        netdev_net: 0,
+        net_inum: 0,
+        sk_net: 0,
+        sk_family: 0,
+        sk_num: 0,
+        sk_dport: 0,
+        sk_rcv_saddr: 0,
+        sk_daddr: 0,
+        sk_v6_rcv_saddr: 0,
+        sk_v6_daddr: 0,
+        sk_protocol: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_fd: 0,
+        file_private_data: 0,
+        socket_sk: 0,
+    },
+    filter_ports: 0,
+    _pad: 0,
+    syn_consumer_start: 0,
+    syn_consumer_end: 0,
+});
+
+/// Events to userspace. 4 MiB holds about 43,000 events: several seconds of a SYN flood even if
+/// userspace stalls; anything beyond is counted in `LOST`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Events that did not fit in `EVENTS`, per CPU.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Ports to trace when `filter_ports` is set (value unused).
+#[map]
+pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+
+/// SYN arrival time of connections still in the handshake.
+#[map]
+pub static SYN_TIMES: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Child sockets waiting in an accept queue, keyed by `struct sock *`.
+#[map]
+pub static CHILDREN: LruHashMap<u64, ChildStamps> =
+    LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
+
+#[inline(always)]
+pub fn config() -> ProbeConfig {
+    CONFIG.load()
+}
+
+/// True when `port` (host order) is one the user asked to trace.
+#[inline(always)]
+pub fn port_wanted(config: &ProbeConfig, port: u16) -> bool {
+    config.filter_ports == 0 || unsafe { PORTS.get(&port) }.is_some()
+}

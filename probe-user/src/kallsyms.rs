@@ -1,0 +1,68 @@
+//! Address ranges of kernel functions, from /proc/kallsyms.
+
+use anyhow::{Context as _, anyhow, bail};
+
+/// `[start, end)` of the text symbol `name`: from its address to the next symbol's.
+pub fn function_range(name: &str) -> anyhow::Result<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+    function_range_in(&text, name)
+}
+
+fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
+    let mut addresses: Vec<u64> = Vec::new();
+    let mut start = None;
+    for line in kallsyms.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(address), Some(kind), Some(symbol)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T") {
+            continue;
+        }
+        let address = u64::from_str_radix(address, 16).context("bad address in /proc/kallsyms")?;
+        if symbol == name && fields.next().is_none() {
+            start = Some(address);
+        }
+        addresses.push(address);
+    }
+    let start =
+        start.ok_or_else(|| anyhow!("kernel function {name} not found in /proc/kallsyms"))?;
+    if start == 0 {
+        bail!("/proc/kallsyms hides kernel addresses (kernel.kptr_restrict); run as root");
+    }
+    let end = addresses
+        .into_iter()
+        .filter(|&a| a > start)
+        .min()
+        .ok_or_else(|| anyhow!("no symbol after {name} in /proc/kallsyms"))?;
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+ffffffff82022000 T tcp_rcv_synsent
+ffffffff82022bc0 T tcp_rcv_state_process
+ffffffff82024000 d some_data
+ffffffff82024200 T tcp_conn_request
+ffffffff82022bc0 t tcp_rcv_state_process\t[some_module]
+";
+
+    #[test]
+    fn range_ends_at_the_next_text_symbol() {
+        let (start, end) = function_range_in(SAMPLE, "tcp_rcv_state_process").unwrap();
+        assert_eq!(start, 0xffffffff82022bc0);
+        assert_eq!(end, 0xffffffff82024200);
+    }
+
+    #[test]
+    fn missing_or_hidden_symbols_are_errors() {
+        assert!(function_range_in(SAMPLE, "nope").is_err());
+        let hidden = "0000000000000000 T tcp_rcv_state_process\n0000000000000000 T x\n";
+        assert!(function_range_in(hidden, "tcp_rcv_state_process").is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The struct member offsets the kernel programs need, resolved from the running kernel's BTF.
+
+use anyhow::Context as _;
+use probe_common::KernelOffsets;
+
+use crate::btf::Btf;
+
+/// Resolves every offset in [`KernelOffsets`]; fails naming the first member this kernel lacks.
+pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
+    let sock = |path: &str| btf.member_offset("sock", path);
+    let offsets = KernelOffsets {
+        skb_head: btf.member_offset("sk_buff", "head")?,
+        skb_network_header: btf.member_offset("sk_buff", "network_header")?,
+        skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
+        skb_dev: btf.member_offset("sk_buff", "dev")?,
+        skb_refdst: btf.member_offset("sk_buff", "_skb_refdst")?,
+        dst_dev: btf.member_offset("dst_entry", "dev")?,
+        netdev_net: btf.member_offset("net_device", "nd_net.net")?,
+        net_inum: btf.member_offset("net", "ns.inum")?,
+        sk_net: sock("__sk_common.skc_net.net")?,
+        sk_family: sock("__sk_common.skc_family")?,
+        sk_num: sock("__sk_common.skc_num")?,
+        sk_dport: sock("__sk_common.skc_dport")?,
+        sk_rcv_saddr: sock("__sk_common.skc_rcv_saddr")?,
+        sk_daddr: sock("__sk_common.skc_daddr")?,
+        sk_v6_rcv_saddr: sock("__sk_common.skc_v6_rcv_saddr")
+            .context("this kernel was built without IPv6")?,
+        sk_v6_daddr: sock("__sk_common.skc_v6_daddr")?,
+        sk_protocol: sock("sk_protocol")?,
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+    };
+    Ok(offsets)
+}

@@ -1,0 +1,170 @@
+//! The default report: one block per listener, fits an 80-column terminal.
+
+use std::io::Write;
+
+use super::{ListenerReport, Report};
+use crate::latency::LatencySummary;
+
+pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
+    let listeners = report.listeners.len();
+    writeln!(
+        out,
+        "synscope: traced {} on Linux {}, {} listener{} with traffic, {} events lost",
+        human_ms(report.duration_ms),
+        report.kernel,
+        listeners,
+        if listeners == 1 { "" } else { "s" },
+        report.lost_events
+    )?;
+    let hooks: Vec<String> = report
+        .hooks
+        .iter()
+        .map(|(stage, hook)| format!("{stage}={hook}"))
+        .collect();
+    write_wrapped(out, "hooks: ", &hooks)?;
+    if report.listeners.is_empty() {
+        writeln!(out, "\nNo connection reached a traced listener.")?;
+    }
+    for listener in &report.listeners {
+        writeln!(out)?;
+        write_listener(out, listener)?;
+    }
+    Ok(())
+}
+
+fn write_listener(out: &mut dyn Write, l: &ListenerReport) -> anyhow::Result<()> {
+    let addr = l.addr.as_deref().unwrap_or("unknown address");
+    writeln!(out, "port {} on {} (netns {})", l.port, addr, l.netns)?;
+    let acceptors: Vec<String> = l
+        .acceptors
+        .iter()
+        .take(3)
+        .map(|a| format!("{}[{}]", a.comm, a.pid))
+        .collect();
+    let more = l.acceptors.len().saturating_sub(3);
+    let by = match (acceptors.is_empty(), more) {
+        (true, _) => String::new(),
+        (false, 0) => format!(" by {}", acceptors.join(", ")),
+        (false, n) => format!(" by {} and {n} more", acceptors.join(", ")),
+    };
+    writeln!(
+        out,
+        "  SYNs {}  handshakes {}  accepted {}{by}",
+        l.syn_received, l.handshakes, l.accepted
+    )?;
+    writeln!(
+        out,
+        "  {:<12}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}",
+        "", "count", "min", "p50", "p90", "p99", "p99.9", "max", "mean"
+    )?;
+    for (label, s) in [
+        ("handshake", &l.handshake_us),
+        ("accept wait", &l.accept_wait_us),
+        ("SYN->accept", &l.syn_to_accept_us),
+    ] {
+        write_row(out, label, s)?;
+    }
+    Ok(())
+}
+
+fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Result<()> {
+    if s.count == 0 {
+        writeln!(out, "  {label:<12}{:>7}       -", 0)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {label:<12}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}",
+        s.count,
+        human_us(s.min),
+        human_us(s.p50),
+        human_us(s.p90),
+        human_us(s.p99),
+        human_us(s.p999),
+        human_us(s.max),
+        human_us(s.mean)
+    )?;
+    Ok(())
+}
+
+/// Prints `items` after `prefix`, wrapping before 80 columns.
+fn write_wrapped(out: &mut dyn Write, prefix: &str, items: &[String]) -> anyhow::Result<()> {
+    let indent = " ".repeat(prefix.len());
+    let mut line = prefix.to_owned();
+    for item in items {
+        if line.len() > prefix.len() && line.len() + 2 + item.len() > 79 {
+            writeln!(out, "{line}")?;
+            line = indent.clone();
+        } else if line.len() > prefix.len() {
+            line.push_str("  ");
+        }
+        line.push_str(item);
+    }
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
+/// A latency in the unit that keeps it to 3-4 digits: 0.8µs, 45µs, 2.3ms, 150ms, 1.20s.
+pub fn human_us(us: f64) -> String {
+    if us < 10.0 {
+        format!("{us:.1}µs")
+    } else if us < 1_000.0 {
+        format!("{us:.0}µs")
+    } else if us < 10_000.0 {
+        format!("{:.2}ms", us / 1e3)
+    } else if us < 1_000_000.0 {
+        format!("{:.0}ms", us / 1e3)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+fn human_ms(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units_stay_short() {
+        assert_eq!(human_us(0.8), "0.8µs");
+        assert_eq!(human_us(45.2), "45µs");
+        assert_eq!(human_us(2_345.0), "2.35ms");
+        assert_eq!(human_us(150_000.0), "150ms");
+        assert_eq!(human_us(1_200_000.0), "1.20s");
+        assert_eq!(human_us(75_000_000.0), "75.00s");
+    }
+
+    #[test]
+    fn fits_80_columns_and_names_the_acceptor() {
+        let mut out = Vec::new();
+        write(&super::super::sample::report(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "too wide: {line:?}");
+        }
+        assert!(text.contains("port 8080 on 0.0.0.0 (netns 4026531840)"));
+        assert!(text.contains("by node[1234]"));
+        assert!(text.contains("accept wait"));
+        assert!(text.contains("300ms"), "{text}");
+    }
+
+    #[test]
+    fn says_when_nothing_was_seen() {
+        let mut report = super::super::sample::report();
+        report.listeners.clear();
+        let mut out = Vec::new();
+        write(&report, &mut out).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("No connection reached")
+        );
+    }
+}

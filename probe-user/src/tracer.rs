@@ -1,0 +1,125 @@
+//! Loading the kernel programs and reading their events.
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+};
+use probe_common::{ConnEvent, ProbeConfig};
+use tokio::io::unix::AsyncFd;
+
+use crate::{btf, hooks, kallsyms, kernel_offsets, preflight};
+
+/// The compiled kernel programs, built by build.rs.
+static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+/// The function that releases a listener's SYN; see probe-ebpf/src/syn.rs.
+const SYN_CONSUMER: &str = "tcp_rcv_state_process";
+
+/// What to trace.
+#[derive(Clone, Debug, Default)]
+pub struct TraceOptions {
+    /// Only these ports; empty means every port.
+    pub ports: Vec<u16>,
+}
+
+/// Attached kernel programs. Dropping it detaches them.
+pub struct Tracer {
+    _ebpf: Ebpf,
+    events: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    pub hooks: Vec<hooks::StageHook>,
+}
+
+impl Tracer {
+    pub fn start(options: &TraceOptions) -> anyhow::Result<Self> {
+        preflight::require_root()?;
+        preflight::ensure_tracefs()?;
+        if PROBES.is_empty() {
+            bail!(
+                "this synscope was built with SYNSCOPE_SKIP_EBPF=1 and holds no kernel programs; rebuild it without"
+            );
+        }
+        let kernel_btf = btf::Btf::from_kernel()?;
+        let offsets = kernel_offsets::resolve(&kernel_btf)
+            .context("this kernel's structures are not the ones synscope knows")?;
+        let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
+        let config = ProbeConfig {
+            offsets,
+            filter_ports: u32::from(!options.ports.is_empty()),
+            _pad: 0,
+            syn_consumer_start,
+            syn_consumer_end,
+        };
+
+        // Kernels account BPF memory to the memory cgroup; raising RLIMIT_MEMLOCK only matters
+        // on old kernels and is refused without CAP_SYS_RESOURCE, so a failure is not fatal.
+        preflight::raise_memlock_limit();
+
+        let aya_btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(&aya_btf)
+            .override_global("CONFIG", &config, true)
+            .load(PROBES)
+            .context("cannot load synscope's kernel programs")?;
+
+        let mut ports: HashMap<_, u16, u8> = HashMap::try_from(
+            ebpf.map_mut("PORTS")
+                .ok_or_else(|| anyhow!("PORTS map missing"))?,
+        )?;
+        for &port in &options.ports {
+            ports
+                .insert(&port, &1, 0)
+                .context("cannot set the port filter")?;
+        }
+
+        let events = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| anyhow!("EVENTS map missing"))?,
+        )?;
+        let lost = PerCpuArray::try_from(
+            ebpf.take_map("LOST")
+                .ok_or_else(|| anyhow!("LOST map missing"))?,
+        )?;
+        // Attach last: maps and filters are in place before the first event.
+        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            // SAFETY: the ring buffer owns its fd and keeps it open until the AsyncFd drops it.
+            events: unsafe { AsyncFd::register(events) }
+                .map_err(|e| anyhow!("cannot poll the event ring buffer: {e}"))?,
+            lost,
+            hooks,
+        })
+    }
+
+    /// Waits until events are available.
+    pub async fn readable(&mut self) -> anyhow::Result<()> {
+        let mut guard = self.events.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Hands every event now in the ring buffer to `sink`.
+    pub fn drain(&mut self, mut sink: impl FnMut(&ConnEvent)) {
+        let ring = self.events.get_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<ConnEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel programs write exactly one ConnEvent per record; read_unaligned
+            // because ring buffer records are only 8-byte aligned by convention.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnEvent>()) };
+            sink(&event);
+        }
+    }
+
+    /// Events the kernel could not hand over because the ring buffer was full.
+    pub fn lost_events(&self) -> anyhow::Result<u64> {
+        let per_cpu = self
+            .lost
+            .get(&0, 0)
+            .context("cannot read the lost-event counter")?;
+        Ok(per_cpu.iter().sum())
+    }
+}
