@@ -59,6 +59,35 @@ pub enum Command {
     Demo,
 }
 
+/// Help and version go to stdout as clap prints them; errors become one line on stderr.
+pub fn report_parse_error(error: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return std::process::ExitCode::SUCCESS;
+    }
+    eprintln!("Error: {} (see synscope --help)", one_line(&error));
+    std::process::ExitCode::from(2)
+}
+
+fn one_line(error: &clap::Error) -> String {
+    // The message is the first paragraph; usage and tips follow after a blank line.
+    let rendered = error.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned()
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =
         humantime::parse_duration(text).map_err(|e| format!("{e} (try 30s, 2m, 500ms)"))?;
@@ -100,6 +129,14 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.trace.duration, Some(Duration::from_secs(30)));
         assert_eq!(cli.trace.ports, [80, 443]);
+    }
+
+    #[test]
+    fn parse_errors_fit_on_one_line() {
+        let error = Cli::try_parse_from(["synscope", "--duration", "soon"]).unwrap_err();
+        let line = one_line(&error);
+        assert!(line.contains("--duration"), "{line}");
+        assert!(!line.contains('\n'));
     }
 
     #[test]

@@ -27,7 +27,10 @@ use crate::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::report_parse_error(e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,8 +82,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 ports: vec![server.addr.port()],
             };
             eprintln!(
-                "demo: a server on {} spends {} ms of CPU on each request in one thread \
-                 (listen backlog {}), while {} clients connect in a loop for {}.",
+                "demo: a server on {} spends {} ms of CPU on each request in one thread\n\
+                 demo: (listen backlog {}), while {} clients connect in a loop for {}.",
                 server.addr,
                 demo::HANDLER_CPU.as_millis(),
                 demo::BACKLOG,
@@ -88,8 +91,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 humantime::format_duration(duration)
             );
             eprintln!(
-                "demo: watch the accept wait grow to queue length x handler time, and the \
-                 handshakes that overflow the queue wait for retransmits.\n"
+                "demo: watch the accept wait grow to queue length x handler time, and the\n\
+                 demo: handshakes that overflow the queue wait for retransmits.\n"
             );
             let mut session = Session::start(&options)?;
             server.start(duration)?;

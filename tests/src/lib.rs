@@ -1,1 +1,214 @@
+//! Helpers for synscope's privileged integration tests: network namespaces, running synscope
+//! around a workload, and reading its JSON report.
+//!
+//! Every test makes its own namespace (removed on drop), so tests see only their own traffic
+//! and the namespace's /proc/net/netstat counters start at zero.
 
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use serde_json::Value;
+
+/// Fails the test with a clear message unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests load eBPF programs and create network namespaces: run them as root"
+    );
+}
+
+/// The synscope binary under test: $SYNSCOPE_BIN, or the workspace's debug build.
+pub fn synscope_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SYNSCOPE_BIN") {
+        return path.into();
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/synscope");
+    assert!(
+        path.exists(),
+        "{} not found: build it first (cargo build -p probe-user) or set SYNSCOPE_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A network namespace with loopback up, deleted on drop.
+pub struct Netns {
+    pub name: String,
+    /// The namespace's inode number, as synscope reports it.
+    pub inode: u32,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "synscope-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let netns = Self {
+            inode: std::fs::metadata(format!("/run/netns/{name}"))
+                .expect("stat the new namespace")
+                .ino() as u32,
+            name,
+        };
+        run_ok(Command::new("ip").args(["-n", &netns.name, "link", "set", "lo", "up"]));
+        netns
+    }
+
+    /// argv prefix that runs a command inside this namespace.
+    pub fn exec(&self) -> Vec<String> {
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+        ]
+    }
+
+    /// A `TcpExt:` counter of this namespace's /proc/net/netstat.
+    pub fn tcp_ext(&self, counter: &str) -> u64 {
+        let out = run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.name,
+            "cat",
+            "/proc/net/netstat",
+        ]));
+        parse_tcp_ext(&String::from_utf8_lossy(&out.stdout), counter)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Reads one `TcpExt:` counter out of /proc/net/netstat's header/value line pairs.
+pub fn parse_tcp_ext(netstat: &str, counter: &str) -> u64 {
+    let lines: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
+    assert_eq!(lines.len(), 2, "unexpected /proc/net/netstat");
+    let names = lines[0].split_whitespace();
+    let values = lines[1].split_whitespace();
+    names
+        .zip(values)
+        .find(|(name, _)| *name == counter)
+        .map(|(_, value)| value.parse().expect("numeric counter"))
+        .unwrap_or_else(|| panic!("no TcpExt counter {counter}"))
+}
+
+/// Runs a command, failing the test with its output unless it succeeds.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// What `synscope run` produced.
+pub struct Traced {
+    pub report: Value,
+    /// The traced command's standard output.
+    pub stdout: String,
+}
+
+impl Traced {
+    /// The report's listener for `port` in `netns`; fails the test if absent.
+    pub fn listener(&self, netns: &Netns, port: u16) -> &Value {
+        self.report["listeners"]
+            .as_array()
+            .expect("listeners array")
+            .iter()
+            .find(|l| l["netns"] == netns.inode && l["port"] == port)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listener {port} in netns {} in the report:\n{:#}",
+                    netns.inode, self.report
+                )
+            })
+    }
+}
+
+/// Runs `synscope run --format json [extra] -- sh -c SCRIPT` and returns the parsed report.
+/// The script's failure fails the test.
+pub fn synscope_run(extra_args: &[&str], script: &str) -> Traced {
+    let dir = tempdir();
+    let report_path = dir.join("report.json");
+    let mut command = Command::new(synscope_bin());
+    command
+        .args(["run", "--format", "json", "--output"])
+        .arg(&report_path)
+        .args(extra_args)
+        .args(["--", "sh", "-c", script]);
+    let output = run_ok(&mut command);
+    let text = std::fs::read_to_string(&report_path).expect("synscope wrote no report");
+    let _ = std::fs::remove_dir_all(&dir);
+    Traced {
+        report: serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}")),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    }
+}
+
+fn tempdir() -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "synscope-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Shell-quotes and joins argv.
+pub fn shell(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `ip netns exec NS scenario ARGS...` as a shell command line, for the scenario helper
+/// (tests/src/bin/scenario.rs) that only integration tests can locate; see [`scenario!`].
+pub fn scenario_in(scenario_bin: &str, netns: &Netns, args: &[&str]) -> String {
+    let mut argv = netns.exec();
+    argv.push(scenario_bin.to_owned());
+    argv.extend(args.iter().map(|a| a.to_string()));
+    shell(&argv)
+}
+
+/// A numeric field of the report, failing the test if missing.
+pub fn num(value: &Value, path: &str) -> f64 {
+    path.split('.')
+        .fold(value, |v, key| &v[key])
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path} missing in {value:#}"))
+}
+
+/// `scenario!(&netns, "--listen", "127.0.0.1:7000", ...)`: the scenario helper's command line.
+#[macro_export]
+macro_rules! scenario {
+    ($netns:expr, $($arg:expr),* $(,)?) => {
+        $crate::scenario_in(env!("CARGO_BIN_EXE_scenario"), $netns, &[$($arg),*])
+    };
+}

@@ -5,20 +5,21 @@ use std::io::Write;
 use super::{ListenerReport, Report};
 use crate::latency::LatencySummary;
 
+const STAGE_ORDER: [&str; 3] = ["syn", "handshake", "accept"];
+
 pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
-    let listeners = report.listeners.len();
     writeln!(
         out,
-        "synscope: traced {} on Linux {}, {} listener{} with traffic, {} events lost",
+        "synscope: traced {}, Linux {}, {} events lost",
         human_ms(report.duration_ms),
         report.kernel,
-        listeners,
-        if listeners == 1 { "" } else { "s" },
         report.lost_events
     )?;
-    let hooks: Vec<String> = report
-        .hooks
-        .iter()
+    // In the order a connection goes through the stages.
+    let mut hooks: Vec<(&String, &String)> = report.hooks.iter().collect();
+    hooks.sort_by_key(|(stage, _)| STAGE_ORDER.iter().position(|s| s == stage));
+    let hooks: Vec<String> = hooks
+        .into_iter()
         .map(|(stage, hook)| format!("{stage}={hook}"))
         .collect();
     write_wrapped(out, "hooks: ", &hooks)?;

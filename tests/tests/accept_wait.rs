@@ -1,0 +1,64 @@
+//! A server that accepts each connection a known time after it entered the accept queue: the
+//! accept wait must show that time, the handshake must stay far below it.
+
+use synscope_tests::{Netns, num, require_root, scenario, synscope_run};
+
+const DELAY_MS: f64 = 50.0;
+const CONNECTIONS: u64 = 20;
+
+#[test]
+fn accept_wait_matches_a_known_accept_delay() {
+    require_root();
+    let netns = Netns::new("delay");
+    let traced = synscope_run(
+        &[],
+        &scenario!(
+            &netns,
+            "--listen",
+            "127.0.0.1:7100",
+            "--connections",
+            "20",
+            "--accept-delay-ms",
+            "50"
+        ),
+    );
+    let listener = traced.listener(&netns, 7100);
+
+    assert_eq!(listener["syn_received"], CONNECTIONS, "{listener:#}");
+    assert_eq!(listener["handshakes"], CONNECTIONS, "{listener:#}");
+    assert_eq!(listener["accepted"], CONNECTIONS, "{listener:#}");
+    assert_eq!(listener["accept_wait_us"]["count"], CONNECTIONS);
+
+    // The server sleeps DELAY_MS after poll() reports the connection, so the wait is at least
+    // that, plus a wake-up that stays well under 20 ms even on a loaded two-core machine.
+    let accept_p50_ms = num(listener, "accept_wait_us.p50") / 1000.0;
+    assert!(
+        (DELAY_MS..DELAY_MS + 20.0).contains(&accept_p50_ms),
+        "accept wait p50 {accept_p50_ms} ms, expected {DELAY_MS} ms"
+    );
+    let accept_min_ms = num(listener, "accept_wait_us.min") / 1000.0;
+    assert!(
+        accept_min_ms >= DELAY_MS * 0.999,
+        "accept wait min {accept_min_ms} ms"
+    );
+
+    // Loopback handshake: tens of microseconds.
+    let handshake_p50 = num(listener, "handshake_us.p50");
+    assert!(
+        handshake_p50 > 0.0 && handshake_p50 < 1000.0,
+        "handshake p50 {handshake_p50} µs"
+    );
+
+    // SYN -> accept is the sum of the two stages (within the histogram's 0.1 %).
+    let total = num(listener, "syn_to_accept_us.p50");
+    let parts = num(listener, "accept_wait_us.p50");
+    assert!(
+        total >= parts * 0.999 && total <= parts + 1000.0,
+        "SYN->accept p50 {total} µs vs accept wait {parts} µs"
+    );
+
+    let acceptor = &listener["acceptors"][0];
+    assert_eq!(acceptor["comm"], "scenario", "{listener:#}");
+    assert_eq!(acceptor["accepted"], CONNECTIONS);
+    assert_eq!(traced.report["lost_events"], 0);
+}

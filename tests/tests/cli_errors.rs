@@ -1,0 +1,70 @@
+//! Bad input gets a one-line error and a non-zero exit, never a panic.
+
+use std::process::Command;
+
+use synscope_tests::{require_root, synscope_bin};
+
+fn stderr_of(command: &mut Command) -> (i32, String) {
+    let output = command.output().expect("run synscope");
+    (
+        output.status.code().expect("exited normally"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn without_root_it_says_so() {
+    require_root();
+    // setpriv (util-linux) drops to an unprivileged user without capabilities.
+    let (code, stderr) = stderr_of(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(synscope_bin())
+            .args(["--duration", "1s"]),
+    );
+    assert_ne!(code, 0);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("must run as root"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    for args in [
+        &["--duration", "soon"][..],
+        &["--port", "0"],
+        &["--format", "xml"],
+        &["run"],
+        &["run", "--duration", "5s", "--", "true"],
+    ] {
+        let (code, stderr) = stderr_of(Command::new(synscope_bin()).args(args));
+        assert_ne!(code, 0, "{args:?}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("Error: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn run_passes_the_commands_exit_code_through() {
+    require_root();
+    let status = Command::new(synscope_bin())
+        .args(["run", "--", "sh", "-c", "exit 7"])
+        .output()
+        .expect("run synscope")
+        .status;
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn a_command_that_cannot_start_is_an_error() {
+    require_root();
+    let (code, stderr) =
+        stderr_of(Command::new(synscope_bin()).args(["run", "--", "/nonexistent/cmd"]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot run /nonexistent/cmd"), "{stderr}");
+}

@@ -1,0 +1,56 @@
+//! Every connection counted once at each stage, with concurrent clients.
+
+use synscope_tests::{Netns, require_root, scenario, synscope_run};
+
+#[test]
+fn n_connections_give_exactly_n_at_every_stage() {
+    require_root();
+    let netns = Netns::new("counts");
+    let traced = synscope_run(
+        &[],
+        &scenario!(
+            &netns,
+            "--listen",
+            "127.0.0.1:7200",
+            "--connections",
+            "500",
+            "--concurrency",
+            "8"
+        ),
+    );
+    let listener = traced.listener(&netns, 7200);
+    for field in ["syn_received", "handshakes", "accepted"] {
+        assert_eq!(listener[field], 500, "{field} in {listener:#}");
+    }
+    for dist in ["handshake_us", "accept_wait_us", "syn_to_accept_us"] {
+        assert_eq!(listener[dist]["count"], 500, "{dist} in {listener:#}");
+    }
+    assert_eq!(listener["addr"], "127.0.0.1");
+    assert_eq!(traced.report["lost_events"], 0);
+    assert_eq!(traced.report["schema"], 1);
+    assert_eq!(
+        traced.report["hooks"]["syn"], "tp_btf/consume_skb",
+        "{:#}",
+        traced.report["hooks"]
+    );
+}
+
+#[test]
+fn port_filter_leaves_other_ports_out() {
+    require_root();
+    let netns = Netns::new("filter");
+    let script = format!(
+        "{} & {}; wait",
+        scenario!(&netns, "--listen", "127.0.0.1:7201", "--connections", "10"),
+        scenario!(&netns, "--listen", "127.0.0.1:7202", "--connections", "10"),
+    );
+    let traced = synscope_run(&["--port", "7202"], &script);
+    assert_eq!(traced.listener(&netns, 7202)["accepted"], 10);
+    let ports: Vec<_> = traced.report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["port"].clone())
+        .collect();
+    assert_eq!(ports, [7202], "only the filtered port is reported");
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing synscope needs; idempotent (a second run takes
+# seconds). Run as root on Debian 12 or newer.
+set -euo pipefail
+
+RUST_TOOLCHAIN=1.98.0       # aya 0.16 needs >= 1.98; its LLVM (22) must match bpf-linker's
+BPF_LINKER_VERSION=0.13.0
+LLVM_MAJOR=22
+# Build: bpf-linker links libLLVM. Tests: network namespaces, firewall rules, a real server and
+# real load generators.
+PACKAGES=(
+  "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
+  iproute2 nftables nginx-light wrk apache2-utils procps
+)
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root: it installs packages and mounts tracefs"
+command -v rustup >/dev/null || die "rustup is needed to install Rust ${RUST_TOOLCHAIN} (https://rustup.rs)"
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get could not install ${missing[*]} (llvm-${LLVM_MAJOR}-dev comes from Debian's bookworm-security or newer)"
+fi
+# nginx-light starts a service on port 80 when installed; the tests start their own nginx.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi
+
+installed=$(rustup component list --toolchain "$RUST_TOOLCHAIN" --installed 2>/dev/null || true)
+if ! rustup run "$RUST_TOOLCHAIN" rustc --version >/dev/null 2>&1 \
+   || ! grep -q '^rust-src' <<<"$installed" || ! grep -q '^clippy' <<<"$installed" \
+   || ! grep -q '^rustfmt' <<<"$installed"; then
+  say "installing Rust ${RUST_TOOLCHAIN} with rust-src, clippy and rustfmt"
+  rustup toolchain install "$RUST_TOOLCHAIN" --profile minimal -c rust-src -c clippy -c rustfmt >/dev/null
+fi
+
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  say "building bpf-linker ${BPF_LINKER_VERSION} against LLVM ${LLVM_MAJOR} (about a minute)"
+  LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo "+${RUST_TOOLCHAIN}" install --locked --quiet \
+    bpf-linker --version "$BPF_LINKER_VERSION" --no-default-features --features "llvm-${LLVM_MAJOR}"
+fi
+
+if [ ! -d /sys/kernel/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing || die "cannot mount tracefs at /sys/kernel/tracing"
+fi
+say "ready"
