@@ -4,8 +4,9 @@
 //! packages the tests use.
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -61,7 +62,11 @@ fn run(task: Task) -> anyhow::Result<()> {
             )?;
             cargo(&root, &["build", "--package", "probe-user"])?;
             // One test at a time: the privileged tests time real latencies on a small machine.
-            cargo(&root, &["test", "--", "--test-threads=1"])?;
+            let (passed, failed) = cargo_test(&root, &["test", "--", "--test-threads=1"])?;
+            println!("tests: {passed} passed, {failed} failed");
+            if failed > 0 {
+                bail!("{failed} tests failed");
+            }
         }
         Task::Demo => {
             cargo(&root, &["build", "--release", "--package", "probe-user"])?;
@@ -103,9 +108,57 @@ fn run_cargo(root: &Path, args: &[&str], bootstrap: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Runs cargo test, passing its output through, and adds up its `test result:` lines.
+fn cargo_test(root: &Path, args: &[&str]) -> anyhow::Result<(u64, u64)> {
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root)
+        .env("SYNSCOPE_BIN", root.join("target/debug/synscope"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            passed += count_before(result, " passed");
+            failed += count_before(result, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok((passed, failed))
+}
+
+/// In "ok. 3 passed; 0 failed; ...", the number before `label`.
+fn count_before(result: &str, label: &str) -> u64 {
+    let words: Vec<&str> = result
+        .split(|c: char| c == ';' || c.is_whitespace())
+        .collect();
+    words
+        .windows(2)
+        .find(|pair| pair[1] == label.trim())
+        .and_then(|pair| pair[0].parse().ok())
+        .unwrap_or(0)
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_come_from_test_result_lines() {
+        let line =
+            "ok. 27 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(super::count_before(line, " passed"), 27);
+        assert_eq!(super::count_before(line, " failed"), 2);
+    }
 }
