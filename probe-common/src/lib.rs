@@ -47,6 +47,12 @@ pub struct KernelOffsets {
     pub sk_v6_rcv_saddr: u32,
     pub sk_v6_daddr: u32,
     pub sk_protocol: u32,
+    pub sk_state: u32,
+    /// Accept-queue length and limit of a listener.
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    /// `inet_connection_sock.icsk_accept_queue.qlen`: request socks (the SYN queue).
+    pub icsk_syn_queue_len: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdtable_fd: u32,
@@ -61,12 +67,17 @@ pub struct ProbeConfig {
     pub offsets: KernelOffsets,
     /// Non-zero: only ports present in the `PORTS` map are traced.
     pub filter_ports: u32,
-    pub _pad: u32,
+    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel (enum values move between
+    /// versions); `NO_DROP_REASON` where the kernel has none.
+    pub listen_overflow_reason: u32,
     /// Address range of `tcp_rcv_state_process`: a SYN handled by a listener is released with
     /// `consume_skb` from inside it, which is how the tracepoint backend sees SYN arrival.
     pub syn_consumer_start: u64,
     pub syn_consumer_end: u64,
 }
+
+/// `ProbeConfig::listen_overflow_reason` of a kernel without that drop reason.
+pub const NO_DROP_REASON: u32 = u32::MAX;
 
 /// What an event reports. The numbers are part of the wire format: never reuse one.
 #[repr(u32)]
@@ -80,6 +91,10 @@ pub enum EventKind {
     Accept = 3,
     /// A socket started listening (addresses and the process that called listen()).
     Listen = 4,
+    /// A handshake's final ACK was dropped because the accept queue was full.
+    ListenOverflow = 5,
+    /// A listener sent a SYN-ACK again.
+    SynackRetransmit = 6,
 }
 
 impl EventKind {
@@ -89,6 +104,8 @@ impl EventKind {
             2 => Some(Self::Handshake),
             3 => Some(Self::Accept),
             4 => Some(Self::Listen),
+            5 => Some(Self::ListenOverflow),
+            6 => Some(Self::SynackRetransmit),
             _ => None,
         }
     }
@@ -152,6 +169,38 @@ pub struct FlowKey {
     pub remote_addr: [u8; 16],
 }
 
+/// A listener as synscope reports it: a port in a network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+impl ListenerKey {
+    pub const fn new(netns: u32, port: u16) -> Self {
+        Self {
+            netns,
+            port,
+            _pad: 0,
+        }
+    }
+}
+
+/// Queue depths of a listener, the largest seen, kept in the `QUEUES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Largest accept-queue length, read each time a child is queued.
+    pub accept_queue_max: u32,
+    /// Largest number of pending handshakes (request socks) seen at those moments.
+    pub syn_queue_max: u32,
+    /// The accept-queue limit (`sk_max_ack_backlog`).
+    pub backlog: u32,
+    pub _pad: u32,
+}
+
 /// Timestamps of a child socket between handshake and accept(), keyed by the socket's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,11 +209,13 @@ pub struct ChildStamps {
     pub established_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ChildStamps>() == 16);
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
+const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -172,4 +223,6 @@ mod user {
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ChildStamps {}
+    unsafe impl aya::Pod for super::ListenerKey {}
+    unsafe impl aya::Pod for super::QueueDepths {}
 }

@@ -10,7 +10,11 @@ mod emit;
 mod kernel;
 mod listen_state;
 mod maps;
+mod overflow;
+mod packet;
+mod queues;
 mod syn;
+mod synack;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -5,7 +5,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use probe_common::{ChildStamps, FlowKey, KernelOffsets, PENDING_ENTRIES, ProbeConfig};
+use probe_common::{
+    ChildStamps, FlowKey, KernelOffsets, ListenerKey, NO_DROP_REASON, PENDING_ENTRIES, ProbeConfig,
+    QueueDepths,
+};
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
 #[unsafe(no_mangle)]
@@ -28,6 +31,10 @@ pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig {
         sk_v6_rcv_saddr: 0,
         sk_v6_daddr: 0,
         sk_protocol: 0,
+        sk_state: 0,
+        sk_ack_backlog: 0,
+        sk_max_ack_backlog: 0,
+        icsk_syn_queue_len: 0,
         task_files: 0,
         files_fdt: 0,
         fdtable_fd: 0,
@@ -35,7 +42,7 @@ pub static CONFIG: Global<ProbeConfig> = Global::new(ProbeConfig {
         socket_sk: 0,
     },
     filter_ports: 0,
-    _pad: 0,
+    listen_overflow_reason: NO_DROP_REASON,
     syn_consumer_start: 0,
     syn_consumer_end: 0,
 });
@@ -61,6 +68,10 @@ pub static SYN_TIMES: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(PE
 #[map]
 pub static CHILDREN: LruHashMap<u64, ChildStamps> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Deepest queues seen per listener.
+#[map]
+pub static QUEUES: LruHashMap<ListenerKey, QueueDepths> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn config() -> ProbeConfig {

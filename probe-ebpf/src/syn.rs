@@ -10,13 +10,12 @@ use probe_common::{ConnEvent, EventKind, FlowKey, KernelOffsets};
 
 use crate::{
     emit,
-    kernel::{net_inum, read, v4_mapped},
     maps::{SYN_TIMES, config, port_wanted},
+    packet::{parse_tcp, skb_netns},
 };
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
-const IPPROTO_TCP: u8 = 6;
 
 /// A SYN timestamp older than this belongs to an abandoned handshake whose 4-tuple is being
 /// reused; a handshake still retrying (6 SYN retries span about 127 s) stays younger.
@@ -36,23 +35,18 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-struct Segment {
-    local_port: u16,
-    remote_port: u16,
-    local_addr: [u8; 16],
-    remote_addr: [u8; 16],
-    family: u16,
-}
-
 #[inline(always)]
 fn on_syn(
     offsets: &KernelOffsets,
     skb: u64,
     config: &probe_common::ProbeConfig,
 ) -> Result<(), i32> {
-    let Some(segment) = parse_syn(offsets, skb)? else {
+    let Some(segment) = parse_tcp(offsets, skb)? else {
         return Ok(());
     };
+    if segment.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN {
+        return Ok(());
+    }
     if !port_wanted(config, segment.local_port) {
         return Ok(());
     }
@@ -87,66 +81,4 @@ fn on_syn(
     event.syn_ns = now;
     emit::send(&event);
     Ok(())
-}
-
-/// Network namespace of a received packet. TCP clears `skb->dev` before the listener sees the
-/// SYN, but the input route stays attached, and its device is in the same namespace.
-#[inline(always)]
-fn skb_netns(offsets: &KernelOffsets, skb: u64) -> Result<u32, i32> {
-    /// Low bit of `_skb_refdst`: the route is not reference-counted.
-    const SKB_DST_NOREF: u64 = 1;
-    let mut dev = read::<u64>(skb, offsets.skb_dev)?;
-    if dev == 0 {
-        let dst = read::<u64>(skb, offsets.skb_refdst)? & !SKB_DST_NOREF;
-        if dst == 0 {
-            return Err(0);
-        }
-        dev = read::<u64>(dst, offsets.dst_dev)?;
-    }
-    let net = read::<u64>(dev, offsets.netdev_net)?;
-    net_inum(offsets, net)
-}
-
-/// Parses the IP and TCP headers; `None` unless the segment is a SYN without ACK.
-#[inline(always)]
-fn parse_syn(offsets: &KernelOffsets, skb: u64) -> Result<Option<Segment>, i32> {
-    let head = read::<u64>(skb, offsets.skb_head)?;
-    let network = head + read::<u16>(skb, offsets.skb_network_header)? as u64;
-    let transport = head + read::<u16>(skb, offsets.skb_transport_header)? as u64;
-
-    let tcp_flags = read::<u8>(transport, 13)?;
-    if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN {
-        return Ok(None);
-    }
-    let version = read::<u8>(network, 0)? >> 4;
-    let (family, remote_addr, local_addr) = match version {
-        4 => {
-            if read::<u8>(network, 9)? != IPPROTO_TCP {
-                return Ok(None);
-            }
-            (
-                probe_common::AF_INET,
-                v4_mapped(read(network, 12)?),
-                v4_mapped(read(network, 16)?),
-            )
-        }
-        6 => {
-            if read::<u8>(network, 6)? != IPPROTO_TCP {
-                return Ok(None);
-            }
-            (
-                probe_common::AF_INET6,
-                read(network, 8)?,
-                read(network, 24)?,
-            )
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(Segment {
-        remote_port: u16::from_be(read::<u16>(transport, 0)?),
-        local_port: u16::from_be(read::<u16>(transport, 2)?),
-        local_addr,
-        remote_addr,
-        family,
-    }))
 }

@@ -5,17 +5,9 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use probe_common::{AF_INET, ConnEvent, EventKind};
+use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey};
 
 use crate::latency::Latency;
-
-/// A listener as synscope reports it: a port in a network namespace. IPv4 and IPv6 sockets on
-/// the same port are one listener, as a user addresses them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ListenerKey {
-    pub netns: u32,
-    pub port: u16,
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct ListenerStats {
@@ -27,18 +19,23 @@ pub struct ListenerStats {
     pub handshake: Latency,
     pub accept_wait: Latency,
     pub syn_to_accept: Latency,
+    /// Final ACKs dropped because the accept queue was full (one event each).
+    pub ack_overflows: u64,
+    pub synack_retransmits: u64,
     /// Connections accepted per (pid, command).
     pub acceptors: BTreeMap<(u32, String), u64>,
 }
 
 impl ListenerStats {
     pub fn has_traffic(&self) -> bool {
-        self.syn_received + self.handshakes + self.accepted > 0
+        self.syn_received + self.handshakes + self.accepted + self.ack_overflows > 0
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Aggregator {
+    /// A listener is a port in a network namespace: IPv4 and IPv6 sockets on the same port are
+    /// one listener, as a user addresses them.
     pub listeners: BTreeMap<ListenerKey, ListenerStats>,
     /// Events whose kind this build does not know (should stay 0).
     pub unknown_events: u64,
@@ -81,18 +78,13 @@ impl Aggregator {
             EventKind::Listen => {
                 stats.addrs.insert(address(event.family, &event.local_addr));
             }
+            EventKind::ListenOverflow => stats.ack_overflows += 1,
+            EventKind::SynackRetransmit => stats.synack_retransmits += 1,
         }
     }
 
-    /// Records a listening socket found outside the event stream (a /proc scan).
-    pub fn add_listener_addr(&mut self, key: ListenerKey, addr: IpAddr) {
-        self.listener(key.netns, key.port).addrs.insert(addr);
-    }
-
     fn listener(&mut self, netns: u32, port: u16) -> &mut ListenerStats {
-        self.listeners
-            .entry(ListenerKey { netns, port })
-            .or_default()
+        self.listeners.entry(ListenerKey::new(netns, port)).or_default()
     }
 }
 
@@ -135,7 +127,7 @@ mod tests {
         agg.record(&event(EventKind::Syn, 80, 1_000, 0, 0));
         agg.record(&event(EventKind::Handshake, 80, 1_000, 51_000, 0));
         agg.record(&event(EventKind::Accept, 80, 1_000, 51_000, 2_051_000));
-        let stats = &agg.listeners[&ListenerKey { netns: 7, port: 80 }];
+        let stats = &agg.listeners[&ListenerKey::new(7, 80)];
         assert_eq!(
             (stats.syn_received, stats.handshakes, stats.accepted),
             (1, 1, 1)
@@ -153,7 +145,7 @@ mod tests {
         let mut agg = Aggregator::default();
         // Accepted, but the handshake happened before tracing started.
         agg.record(&event(EventKind::Accept, 80, 0, 0, 5_000));
-        let stats = &agg.listeners[&ListenerKey { netns: 7, port: 80 }];
+        let stats = &agg.listeners[&ListenerKey::new(7, 80)];
         assert_eq!(stats.accepted, 1);
         assert_eq!(stats.accept_wait.summary().count, 0);
         assert_eq!(stats.syn_to_accept.summary().count, 0);
@@ -181,7 +173,7 @@ mod tests {
         listen.family = AF_INET6;
         listen.local_addr = Ipv6Addr::UNSPECIFIED.octets();
         agg.record(&listen);
-        let stats = &agg.listeners[&ListenerKey { netns: 7, port: 80 }];
+        let stats = &agg.listeners[&ListenerKey::new(7, 80)];
         let addrs: Vec<String> = stats.addrs.iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1", "::"]);
         assert!(!stats.has_traffic());

@@ -50,7 +50,6 @@ enum Type {
         target: u32,
     },
     Enum {
-        #[allow(dead_code, reason = "read by enum_value")]
         values: Vec<(u32, i64)>,
     },
     Other,
@@ -231,7 +230,6 @@ impl Btf {
 
     /// Value of enumerator `name` in enum `enum_name` (enum values such as drop reasons move
     /// between kernels).
-    #[allow(dead_code, reason = "for the drop-reason stage; tested here")]
     pub fn enum_value(&self, enum_name: &str, name: &str) -> anyhow::Result<i64> {
         let ids = self
             .by_name

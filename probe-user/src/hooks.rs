@@ -21,6 +21,12 @@ pub enum Stage {
     Handshake,
     /// accept() returns the child socket.
     Accept,
+    /// The final ACK is dropped because the accept queue is full.
+    Overflow,
+    /// A listener retransmits a SYN-ACK.
+    SynackRetransmit,
+    /// Accept- and SYN-queue depths.
+    Queues,
 }
 
 impl Stage {
@@ -29,7 +35,15 @@ impl Stage {
             Stage::Syn => "syn",
             Stage::Handshake => "handshake",
             Stage::Accept => "accept",
+            Stage::Overflow => "overflow",
+            Stage::SynackRetransmit => "synack_retransmit",
+            Stage::Queues => "queues",
         }
+    }
+
+    /// Stages without which there is no latency to report; the others only add detail.
+    pub fn required(self) -> bool {
+        matches!(self, Stage::Syn | Stage::Handshake | Stage::Accept)
     }
 }
 
@@ -108,30 +122,79 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
             ],
         }],
     ),
+    (
+        Stage::Overflow,
+        &[Candidate {
+            label: "tp_btf/kfree_skb",
+            programs: &[ProgramSpec {
+                program: "overflow_kfree_skb",
+                attach: Attach::BtfTracePoint { event: "kfree_skb" },
+            }],
+        }],
+    ),
+    (
+        Stage::SynackRetransmit,
+        &[Candidate {
+            label: "tp_btf/tcp_retransmit_synack",
+            programs: &[ProgramSpec {
+                program: "synack_retransmit",
+                attach: Attach::BtfTracePoint {
+                    event: "tcp_retransmit_synack",
+                },
+            }],
+        }],
+    ),
+    (
+        Stage::Queues,
+        &[Candidate {
+            label: "tp_btf/sk_data_ready",
+            programs: &[ProgramSpec {
+                program: "queues_data_ready",
+                attach: Attach::BtfTracePoint {
+                    event: "sk_data_ready",
+                },
+            }],
+        }],
+    ),
 ];
 
 /// The outcome of the plan for one stage.
 #[derive(Clone, Debug)]
 pub struct StageHook {
     pub stage: Stage,
-    pub active: &'static str,
+    /// `None`: an optional stage that nothing on this kernel can observe.
+    pub active: Option<&'static str>,
     /// Better candidates that failed, with the kernel's reason.
     pub skipped: Vec<(&'static str, String)>,
 }
 
 impl fmt::Display for StageHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.stage.name(), self.active)
+        write!(
+            f,
+            "{}={}",
+            self.stage.name(),
+            self.active.unwrap_or("unavailable")
+        )
     }
 }
 
-/// Loads and attaches the first working candidate of every stage.
-pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>> {
+/// Loads and attaches the first working candidate of every stage. `unavailable` lists stages
+/// the kernel cannot support whatever the hook (with the reason), which are not tried.
+pub fn attach_plan(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    unavailable: &[(Stage, String)],
+) -> anyhow::Result<Vec<StageHook>> {
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
         let mut skipped = Vec::new();
         let mut active = None;
-        for candidate in candidates {
+        let blocked = unavailable.iter().find(|(s, _)| *s == stage);
+        if let Some((_, reason)) = blocked {
+            skipped.push(("any hook", reason.clone()));
+        }
+        for candidate in candidates.iter().filter(|_| blocked.is_none()) {
             match attach_candidate(ebpf, btf, candidate) {
                 Ok(()) => {
                     active = Some(candidate.label);
@@ -140,7 +203,7 @@ pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>>
                 Err(reason) => skipped.push((candidate.label, reason)),
             }
         }
-        let Some(active) = active else {
+        if active.is_none() && stage.required() {
             let reasons: Vec<String> = skipped
                 .iter()
                 .map(|(label, reason)| format!("{label}: {reason}"))
@@ -150,7 +213,7 @@ pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>>
                 stage.name(),
                 reasons.join("; ")
             ));
-        };
+        }
         hooks.push(StageHook {
             stage,
             active,

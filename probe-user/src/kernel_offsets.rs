@@ -27,6 +27,10 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
             .context("this kernel was built without IPv6")?,
         sk_v6_daddr: sock("__sk_common.skc_v6_daddr")?,
         sk_protocol: sock("sk_protocol")?,
+        sk_state: sock("__sk_common.skc_state")?,
+        sk_ack_backlog: sock("sk_ack_backlog")?,
+        sk_max_ack_backlog: sock("sk_max_ack_backlog")?,
+        icsk_syn_queue_len: btf.member_offset("inet_connection_sock", "icsk_accept_queue.qlen")?,
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
@@ -34,4 +38,11 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         socket_sk: btf.member_offset("socket", "sk")?,
     };
     Ok(offsets)
+}
+
+/// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, or `None` on kernels before 6.15 that lack it.
+pub fn listen_overflow_reason(btf: &Btf) -> Option<u32> {
+    btf.enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
+        .ok()
+        .and_then(|v| u32::try_from(v).ok())
 }

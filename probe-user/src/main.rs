@@ -2,17 +2,22 @@
 
 mod aggregate;
 mod btf;
+mod counters;
 mod cli;
 mod demo;
+mod drops;
 mod hooks;
+mod inventory;
 mod kallsyms;
 mod kernel_offsets;
+mod kernel_view;
 mod latency;
-mod listeners;
+mod netns;
 mod preflight;
 mod report;
 mod run_command;
 mod session;
+mod sockdiag;
 mod tracer;
 
 use std::process::ExitCode;

@@ -13,17 +13,24 @@ use anyhow::Context as _;
 
 use crate::{
     aggregate::Aggregator,
-    listeners, preflight,
-    report::{Format, Report},
+    hooks::Stage,
+    inventory,
+    kernel_view::KernelView,
+    preflight,
+    report::{self, Format, Report},
     tracer::{TraceOptions, Tracer},
 };
 
-/// How often listening sockets are re-read from /proc for their addresses.
-const LISTENER_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often every namespace's listening sockets and counters are read. Drop figures are
+/// deltas between the first and last reading; polling in between catches sockets that close
+/// before the end and queue lengths between the kernel programs' samples.
+const KERNEL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Session {
     tracer: Tracer,
     aggregator: Aggregator,
+    kernel_view: KernelView,
+    ports: Vec<u16>,
     started: Instant,
 }
 
@@ -33,26 +40,34 @@ impl Session {
         let tracer = Tracer::start(options)?;
         for hook in &tracer.hooks {
             for (better, reason) in &hook.skipped {
-                eprintln!(
-                    "synscope: {} stage uses {} because {better} is unavailable: {reason}",
-                    hook.stage.name(),
-                    hook.active
-                );
+                match hook.active {
+                    Some(active) => eprintln!(
+                        "synscope: {} stage uses {active} because {better} is unavailable: {reason}",
+                        hook.stage.name()
+                    ),
+                    None => eprintln!(
+                        "synscope: {} not observed on this kernel: {reason}",
+                        hook.stage.name()
+                    ),
+                }
             }
         }
         let mut session = Self {
             tracer,
             aggregator: Aggregator::default(),
+            kernel_view: KernelView::default(),
+            ports: options.ports.clone(),
             started: Instant::now(),
         };
-        session.scan_listeners();
+        session.poll_kernel();
         Ok(session)
     }
 
     /// Collects events until `stop` completes, and returns its output.
     pub async fn trace_until<T>(&mut self, stop: impl Future<Output = T>) -> anyhow::Result<T> {
         tokio::pin!(stop);
-        let mut scan = tokio::time::interval(LISTENER_SCAN_INTERVAL);
+        let mut poll = tokio::time::interval(KERNEL_POLL_INTERVAL);
+        poll.tick().await; // the first tick is immediate; start already polled
         let result = loop {
             tokio::select! {
                 result = &mut stop => break result,
@@ -60,12 +75,12 @@ impl Session {
                     readable?;
                     self.drain();
                 }
-                _ = scan.tick() => self.scan_listeners(),
+                _ = poll.tick() => self.poll_kernel(),
             }
         };
         // Everything the traced work caused is already in the ring buffer.
         self.drain();
-        self.scan_listeners();
+        self.poll_kernel();
         Ok(result)
     }
 
@@ -74,10 +89,8 @@ impl Session {
         self.tracer.drain(|event| aggregator.record(event));
     }
 
-    fn scan_listeners(&mut self) {
-        for socket in listeners::scan() {
-            self.aggregator.add_listener_addr(socket.key, socket.addr);
-        }
+    fn poll_kernel(&mut self) {
+        self.kernel_view.observe(inventory::read_all());
     }
 
     pub fn report(&self) -> anyhow::Result<Report> {
@@ -85,15 +98,24 @@ impl Session {
             .tracer
             .hooks
             .iter()
-            .map(|hook| (hook.stage.name().to_owned(), hook.active.to_owned()))
+            .map(|hook| {
+                let active = hook.active.unwrap_or("unavailable");
+                (hook.stage.name().to_owned(), active.to_owned())
+            })
             .collect();
-        Ok(Report::build(
-            &self.aggregator,
-            preflight::kernel_release(),
+        let queue_depths = self.tracer.queue_depths().into_iter().collect();
+        Ok(report::build(&report::Sources {
+            aggregator: &self.aggregator,
+            kernel_view: &self.kernel_view,
+            queue_depths: &queue_depths,
+            observes_synack_retransmits: self.tracer.observes(Stage::SynackRetransmit),
+            observes_queues: self.tracer.observes(Stage::Queues),
+            ports: &self.ports,
+            kernel: preflight::kernel_release(),
             hooks,
-            self.started.elapsed().as_millis() as u64,
-            self.tracer.lost_events()?,
-        ))
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            lost_events: self.tracer.lost_events()?,
+        }))
     }
 }
 

@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
-use probe_common::{ConnEvent, ProbeConfig};
+use probe_common::{ConnEvent, ListenerKey, NO_DROP_REASON, ProbeConfig, QueueDepths};
 use tokio::io::unix::AsyncFd;
 
 use crate::{btf, hooks, kallsyms, kernel_offsets, preflight};
@@ -28,6 +28,7 @@ pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
+    queues: HashMap<MapData, ListenerKey, QueueDepths>,
     pub hooks: Vec<hooks::StageHook>,
 }
 
@@ -44,10 +45,19 @@ impl Tracer {
         let offsets = kernel_offsets::resolve(&kernel_btf)
             .context("this kernel's structures are not the ones synscope knows")?;
         let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
+        let mut unavailable = Vec::new();
+        let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf)
+            .unwrap_or_else(|| {
+                unavailable.push((
+                    hooks::Stage::Overflow,
+                    "the kernel has no TCP_LISTEN_OVERFLOW drop reason (added in 6.15)".to_owned(),
+                ));
+                NO_DROP_REASON
+            });
         let config = ProbeConfig {
             offsets,
             filter_ports: u32::from(!options.ports.is_empty()),
-            _pad: 0,
+            listen_overflow_reason,
             syn_consumer_start,
             syn_consumer_end,
         };
@@ -81,10 +91,15 @@ impl Tracer {
             ebpf.take_map("LOST")
                 .ok_or_else(|| anyhow!("LOST map missing"))?,
         )?;
+        let queues = HashMap::try_from(
+            ebpf.take_map("QUEUES")
+                .ok_or_else(|| anyhow!("QUEUES map missing"))?,
+        )?;
         // Attach last: maps and filters are in place before the first event.
-        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf)?;
+        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf, &unavailable)?;
         Ok(Self {
             _ebpf: ebpf,
+            queues,
             // SAFETY: the ring buffer owns its fd and keeps it open until the AsyncFd drops it.
             events: unsafe { AsyncFd::register(events) }
                 .map_err(|e| anyhow!("cannot poll the event ring buffer: {e}"))?,
@@ -112,6 +127,18 @@ impl Tracer {
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnEvent>()) };
             sink(&event);
         }
+    }
+
+    /// Deepest queues seen per listener, by the kernel programs.
+    pub fn queue_depths(&self) -> Vec<(ListenerKey, QueueDepths)> {
+        self.queues.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Whether `stage` has an attached hook.
+    pub fn observes(&self, stage: hooks::Stage) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.stage == stage && h.active.is_some())
     }
 
     /// Events the kernel could not hand over because the ring buffer was full.

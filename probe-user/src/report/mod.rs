@@ -3,15 +3,21 @@
 //! The JSON rendering of [`Report`] is a public interface (see the README): fields may be added,
 //! never renamed or removed without bumping `schema`.
 
+mod build;
 mod json;
 mod prometheus;
 mod text;
 
 use std::{collections::BTreeMap, io::Write};
 
+pub use build::{Sources, build};
 use serde::Serialize;
 
-use crate::{aggregate::Aggregator, latency::LatencySummary};
+use crate::{
+    counters::{Counters, Sysctls},
+    drops::{Cookies, Drops},
+    latency::LatencySummary,
+};
 
 pub const SCHEMA: u32 = 1;
 
@@ -31,6 +37,16 @@ pub struct Report {
     pub duration_ms: u64,
     pub lost_events: u64,
     pub listeners: Vec<ListenerReport>,
+    /// The namespaces of the reported listeners, with their own counters over the run.
+    pub namespaces: Vec<NamespaceReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NamespaceReport {
+    pub netns: u32,
+    pub sysctls: Sysctls,
+    /// `TcpExt` listen-path counters (and `Tcp` PassiveOpens) over the run.
+    pub counters: Counters,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -48,6 +64,20 @@ pub struct ListenerReport {
     pub handshake_us: LatencySummary,
     pub accept_wait_us: LatencySummary,
     pub syn_to_accept_us: LatencySummary,
+    pub drops: Drops,
+    #[serde(flatten)]
+    pub cookies: Cookies,
+    /// SYN-ACKs this listener sent again; null where no hook observes them.
+    pub synack_retransmits: Option<u64>,
+    /// Handshakes abandoned after the last SYN-ACK retry: no hook observes them yet.
+    pub request_timeouts: Option<u64>,
+    /// The accept-queue limit (`sk_max_ack_backlog`: listen()'s backlog clamped by
+    /// net.core.somaxconn).
+    pub backlog: Option<u32>,
+    /// The longest the accept queue got during the run.
+    pub accept_queue_max: Option<u32>,
+    /// The most pending handshakes seen, sampled each time a child was queued.
+    pub syn_queue_max: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,61 +88,6 @@ pub struct Acceptor {
 }
 
 impl Report {
-    /// Listeners that saw traffic, ordered by namespace and port.
-    pub fn build(
-        aggregator: &Aggregator,
-        kernel: String,
-        hooks: BTreeMap<String, String>,
-        duration_ms: u64,
-        lost_events: u64,
-    ) -> Self {
-        let listeners = aggregator
-            .listeners
-            .iter()
-            .filter(|(_, stats)| stats.has_traffic())
-            .map(|(key, stats)| {
-                let mut acceptors: Vec<Acceptor> = stats
-                    .acceptors
-                    .iter()
-                    .map(|((pid, comm), &accepted)| Acceptor {
-                        pid: *pid,
-                        comm: comm.clone(),
-                        accepted,
-                    })
-                    .collect();
-                acceptors.sort_by(|a, b| b.accepted.cmp(&a.accepted).then(a.pid.cmp(&b.pid)));
-                let addr = (!stats.addrs.is_empty()).then(|| {
-                    stats
-                        .addrs
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                });
-                ListenerReport {
-                    netns: key.netns,
-                    port: key.port,
-                    addr,
-                    syn_received: stats.syn_received,
-                    handshakes: stats.handshakes,
-                    accepted: stats.accepted,
-                    acceptors,
-                    handshake_us: stats.handshake.summary(),
-                    accept_wait_us: stats.accept_wait.summary(),
-                    syn_to_accept_us: stats.syn_to_accept.summary(),
-                }
-            })
-            .collect();
-        Self {
-            schema: SCHEMA,
-            kernel,
-            hooks,
-            duration_ms,
-            lost_events,
-            listeners,
-        }
-    }
-
     pub fn write(&self, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
         match format {
             Format::Text => text::write(self, out),
@@ -159,6 +134,31 @@ pub(crate) mod sample {
                 handshake_us: summary(20.0),
                 accept_wait_us: summary(150_000.0),
                 syn_to_accept_us: summary(150_020.0),
+                drops: Drops {
+                    listen_overflows: Some(412),
+                    syn_queue_full: Some(0),
+                    listen_drops: Some(412),
+                    attribution: crate::drops::EXACT,
+                },
+                cookies: Cookies {
+                    syncookies_sent: Some(0),
+                    syncookies_failed: Some(0),
+                },
+                synack_retransmits: Some(3),
+                request_timeouts: None,
+                backlog: Some(128),
+                accept_queue_max: Some(129),
+                syn_queue_max: Some(4),
+            }],
+            namespaces: vec![NamespaceReport {
+                netns: 4026531840,
+                sysctls: Sysctls {
+                    somaxconn: Some(128),
+                    tcp_max_syn_backlog: Some(512),
+                    tcp_syncookies: Some(1),
+                    tcp_abort_on_overflow: Some(0),
+                },
+                counters: [("ListenOverflows".to_owned(), 412)].into(),
             }],
         }
     }

@@ -1,0 +1,59 @@
+//! Queue depths of listeners, tracepoint backend (`sock:sk_data_ready`): a listener is woken
+//! right after a child joins its accept queue, the only moment that queue grows, so reading it
+//! then gives its true maximum. The SYN queue (pending handshakes) is sampled at the same time.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use probe_common::{KernelOffsets, ListenerKey, QueueDepths, TCP_LISTEN};
+
+use crate::{
+    kernel::{net_inum, read},
+    maps::{QUEUES, config, port_wanted},
+};
+
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn queues_data_ready(ctx: BtfTracePointContext) -> u32 {
+    // Fires for every socket with new data: one read rejects all but listeners.
+    let config = config();
+    let sk: u64 = ctx.arg(0);
+    if read::<u8>(sk, config.offsets.sk_state).map(i32::from) != Ok(TCP_LISTEN) {
+        return 0;
+    }
+    let _ = on_listener_woken(&config.offsets, sk, &config);
+    0
+}
+
+#[inline(always)]
+fn on_listener_woken(
+    offsets: &KernelOffsets,
+    sk: u64,
+    config: &probe_common::ProbeConfig,
+) -> Result<(), i32> {
+    let port = read::<u16>(sk, offsets.sk_num)?;
+    if !port_wanted(config, port) {
+        return Ok(());
+    }
+    let netns = net_inum(offsets, read::<u64>(sk, offsets.sk_net)?)?;
+    let accept_queue = read::<u32>(sk, offsets.sk_ack_backlog)?;
+    let syn_queue = read::<u32>(sk, offsets.icsk_syn_queue_len)?;
+    let backlog = read::<u32>(sk, offsets.sk_max_ack_backlog)?;
+    let key = ListenerKey::new(netns, port);
+    match QUEUES.get_ptr_mut(&key) {
+        Some(depths) => {
+            // Races between CPUs can only lose a maximum that another CPU is raising anyway.
+            let depths = unsafe { &mut *depths };
+            depths.accept_queue_max = depths.accept_queue_max.max(accept_queue);
+            depths.syn_queue_max = depths.syn_queue_max.max(syn_queue);
+            depths.backlog = backlog;
+        }
+        None => {
+            let depths = QueueDepths {
+                accept_queue_max: accept_queue,
+                syn_queue_max: syn_queue,
+                backlog,
+                _pad: 0,
+            };
+            let _ = QUEUES.insert(&key, &depths, 0);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Per-listener drop figures, reconciled with the namespace's counters.
+//!
+//! What is exact per event: final-ACK overflows (drop reason, 6.15+) and SYN-ACK retransmits.
+//! What is exact per socket: all listen drops (the listener's own drop counter). SYN-time drops
+//! (accept queue or SYN queue full when the SYN arrived) have no event: they are the socket's
+//! drops minus its final-ACK overflows, classified with the namespace's counters, which is exact
+//! unless several listeners of one namespace dropped SYNs for both reasons at once. Then the
+//! split is not guessed: the figures are left out and the attribution says so.
+
+use std::collections::BTreeMap;
+
+use probe_common::ListenerKey;
+use serde::Serialize;
+
+use crate::counters::Counters;
+
+/// What is known of one listener before attribution.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListenerInput {
+    /// From the socket's drop counter; `None` if the socket was never seen.
+    pub listen_drops: Option<u64>,
+    pub ack_overflows: u64,
+    pub syn_received: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Drops {
+    /// Accept queue full, at SYN or final-ACK time (`TcpExtListenOverflows`).
+    pub listen_overflows: Option<u64>,
+    /// SYN dropped because the SYN queue was full and syncookies were off
+    /// (`TcpExtTCPReqQFullDrop`).
+    pub syn_queue_full: Option<u64>,
+    /// All drops on this listener (`TcpExtListenDrops`).
+    pub listen_drops: Option<u64>,
+    /// How the figures were obtained: `exact`, or why some are missing.
+    pub attribution: &'static str,
+}
+
+/// SYN cookies of one listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cookies {
+    /// SYN-ACKs sent with a cookie instead of a SYN-queue entry (`TcpExtSyncookiesSent`).
+    pub syncookies_sent: Option<u64>,
+    /// Final ACKs whose cookie did not check out (`TcpExtSyncookiesFailed`).
+    pub syncookies_failed: Option<u64>,
+}
+
+/// Attributes one namespace's SYN-cookie counters to its listeners: exactly when one listener
+/// received all the SYNs, or with `tcp_syncookies=2` (every SYN that is not dropped gets a
+/// cookie) when the per-listener counts add up to the namespace's. Otherwise left out.
+pub fn attribute_cookies(
+    deltas: &Counters,
+    listeners: &BTreeMap<ListenerKey, ListenerInput>,
+    drops: &BTreeMap<ListenerKey, Drops>,
+    syncookies_mode: Option<u32>,
+) -> BTreeMap<ListenerKey, Cookies> {
+    let counter = |name: &str| deltas.get(name).copied().unwrap_or(0);
+    let (sent, failed) = (counter("SyncookiesSent"), counter("SyncookiesFailed"));
+    let receivers = listeners.values().filter(|l| l.syn_received > 0).count();
+    // With cookies forced, a SYN gets one unless dropped at SYN time.
+    let forced_share = |key: &ListenerKey, input: &ListenerInput| {
+        let drops = drops.get(key)?;
+        let syn_time_drops = drops.listen_drops?.saturating_sub(input.ack_overflows);
+        Some(input.syn_received.saturating_sub(syn_time_drops))
+    };
+    let forced: Option<BTreeMap<ListenerKey, u64>> = (syncookies_mode == Some(2))
+        .then(|| listeners.iter().map(|(k, l)| Some((*k, forced_share(k, l)?))).collect())
+        .flatten()
+        .filter(|shares: &BTreeMap<ListenerKey, u64>| shares.values().sum::<u64>() == sent);
+    listeners
+        .iter()
+        .map(|(key, input)| {
+            let cookies = if sent == 0 && failed == 0 {
+                Cookies { syncookies_sent: Some(0), syncookies_failed: Some(0) }
+            } else if receivers <= 1 {
+                let mine = |total: u64| Some(if input.syn_received > 0 { total } else { 0 });
+                Cookies { syncookies_sent: mine(sent), syncookies_failed: mine(failed) }
+            } else if input.syn_received == 0 {
+                Cookies { syncookies_sent: Some(0), syncookies_failed: Some(0) }
+            } else {
+                Cookies {
+                    syncookies_sent: forced.as_ref().and_then(|f| f.get(key).copied()),
+                    syncookies_failed: (failed == 0).then_some(0),
+                }
+            };
+            (*key, cookies)
+        })
+        .collect()
+}
+
+pub const EXACT: &str = "exact";
+const AMBIGUOUS: &str = "ambiguous: several listeners of this namespace dropped SYNs for both accept-queue and SYN-queue overflow; see the namespace counters";
+const UNSEEN: &str = "unknown: the listening socket was not seen by sock_diag";
+const OTHER_DROPS: &str = "socket: per-socket totals are exact, but the namespace also counted drops of other kinds or of sockets closed before the report";
+
+/// Attributes one namespace's drops to its listeners.
+pub fn attribute(
+    deltas: &Counters,
+    listeners: &BTreeMap<ListenerKey, ListenerInput>,
+) -> BTreeMap<ListenerKey, Drops> {
+    let counter = |name: &str| deltas.get(name).copied().unwrap_or(0);
+    let ack_overflows: u64 = listeners.values().map(|l| l.ack_overflows).sum();
+    let syn_overflows = counter("ListenOverflows").saturating_sub(ack_overflows);
+    let syn_queue_full = counter("TCPReqQFullDrop");
+    let syn_drops = |l: &ListenerInput| l.listen_drops.map(|d| d.saturating_sub(l.ack_overflows));
+    let syn_droppers = listeners.values().filter(|l| syn_drops(l).unwrap_or(0) > 0).count();
+    let reconciled = listeners.values().all(|l| l.listen_drops.is_some())
+        && listeners.values().filter_map(|l| l.listen_drops).sum::<u64>() == counter("ListenDrops")
+        && syn_overflows + syn_queue_full + ack_overflows == counter("ListenDrops");
+
+    listeners
+        .iter()
+        .map(|(&key, input)| {
+            let Some(syn) = syn_drops(input) else {
+                return (
+                    key,
+                    Drops {
+                        listen_overflows: (input.ack_overflows > 0).then_some(input.ack_overflows),
+                        attribution: UNSEEN,
+                        ..Default::default()
+                    },
+                );
+            };
+            let split = if syn == 0 {
+                Some((0, 0))
+            } else if syn_queue_full == 0 {
+                Some((syn, 0))
+            } else if syn_overflows == 0 {
+                Some((0, syn))
+            } else if syn_droppers == 1 {
+                Some((syn_overflows, syn_queue_full))
+            } else {
+                None
+            };
+            let drops = match split {
+                Some((overflow_at_syn, queue_full)) => Drops {
+                    listen_overflows: Some(input.ack_overflows + overflow_at_syn),
+                    syn_queue_full: Some(queue_full),
+                    listen_drops: input.listen_drops,
+                    attribution: if reconciled { EXACT } else { OTHER_DROPS },
+                },
+                None => Drops {
+                    listen_overflows: None,
+                    syn_queue_full: None,
+                    listen_drops: input.listen_drops,
+                    attribution: AMBIGUOUS,
+                },
+            };
+            (key, drops)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deltas(pairs: &[(&str, u64)]) -> Counters {
+        pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    fn input(listen_drops: u64, ack_overflows: u64) -> ListenerInput {
+        ListenerInput {
+            listen_drops: Some(listen_drops),
+            ack_overflows,
+            syn_received: 100,
+        }
+    }
+
+    #[test]
+    fn accept_queue_overflows_on_two_ports() {
+        let listeners = BTreeMap::from([
+            (ListenerKey::new(1, 80), input(30, 10)),
+            (ListenerKey::new(1, 81), input(12, 0)),
+        ]);
+        let d = deltas(&[("ListenOverflows", 42), ("ListenDrops", 42)]);
+        let drops = attribute(&d, &listeners);
+        let a = &drops[&ListenerKey::new(1, 80)];
+        assert_eq!((a.listen_overflows, a.syn_queue_full, a.listen_drops), (Some(30), Some(0), Some(30)));
+        assert_eq!(a.attribution, EXACT);
+        assert_eq!(drops[&ListenerKey::new(1, 81)].listen_overflows, Some(12));
+    }
+
+    #[test]
+    fn syn_queue_full_on_one_port_and_overflow_on_another() {
+        // Both kinds of SYN-time drop in the namespace, and two listeners dropped SYNs: which
+        // listener had which kind is not known, so nothing is guessed.
+        let listeners = BTreeMap::from([
+            (ListenerKey::new(1, 80), input(5, 0)),
+            (ListenerKey::new(1, 81), input(7, 0)),
+        ]);
+        let d = deltas(&[("ListenOverflows", 7), ("TCPReqQFullDrop", 5), ("ListenDrops", 12)]);
+        let drops = attribute(&d, &listeners);
+        assert_eq!(drops[&ListenerKey::new(1, 80)].listen_overflows, None);
+        assert_eq!(drops[&ListenerKey::new(1, 80)].listen_drops, Some(5));
+        assert_eq!(drops[&ListenerKey::new(1, 80)].attribution, AMBIGUOUS);
+    }
+
+    #[test]
+    fn a_single_syn_dropper_takes_both_kinds() {
+        let listeners = BTreeMap::from([
+            (ListenerKey::new(1, 80), input(12, 0)),
+            (ListenerKey::new(1, 81), input(3, 3)),
+        ]);
+        let d = deltas(&[("ListenOverflows", 10), ("TCPReqQFullDrop", 5), ("ListenDrops", 15)]);
+        let drops = attribute(&d, &listeners);
+        let a = &drops[&ListenerKey::new(1, 80)];
+        assert_eq!((a.listen_overflows, a.syn_queue_full), (Some(7), Some(5)));
+        let b = &drops[&ListenerKey::new(1, 81)];
+        assert_eq!((b.listen_overflows, b.syn_queue_full), (Some(3), Some(0)));
+        assert_eq!(b.attribution, EXACT);
+    }
+
+    #[test]
+    fn unreconciled_totals_are_flagged() {
+        let listeners = BTreeMap::from([(ListenerKey::new(1, 80), input(4, 0))]);
+        let d = deltas(&[("ListenOverflows", 4), ("ListenDrops", 9)]);
+        assert_eq!(attribute(&d, &listeners)[&ListenerKey::new(1, 80)].attribution, OTHER_DROPS);
+    }
+
+    #[test]
+    fn forced_cookies_split_by_surviving_syns() {
+        let listeners = BTreeMap::from([
+            (ListenerKey::new(1, 80), ListenerInput { listen_drops: Some(0), ack_overflows: 0, syn_received: 30 }),
+            (ListenerKey::new(1, 81), ListenerInput { listen_drops: Some(2), ack_overflows: 0, syn_received: 52 }),
+        ]);
+        let d = deltas(&[("SyncookiesSent", 80), ("ListenOverflows", 2), ("ListenDrops", 2)]);
+        let drops = attribute(&d, &listeners);
+        let cookies = attribute_cookies(&d, &listeners, &drops, Some(2));
+        assert_eq!(cookies[&ListenerKey::new(1, 80)].syncookies_sent, Some(30));
+        assert_eq!(cookies[&ListenerKey::new(1, 81)].syncookies_sent, Some(50));
+        // Without forced cookies the split is unknown.
+        let cookies = attribute_cookies(&d, &listeners, &drops, Some(1));
+        assert_eq!(cookies[&ListenerKey::new(1, 80)].syncookies_sent, None);
+    }
+
+    #[test]
+    fn a_single_receiver_gets_all_cookies() {
+        let listeners = BTreeMap::from([
+            (ListenerKey::new(1, 80), ListenerInput { listen_drops: Some(0), ack_overflows: 0, syn_received: 30 }),
+            (ListenerKey::new(1, 81), ListenerInput { listen_drops: Some(0), ack_overflows: 0, syn_received: 0 }),
+        ]);
+        let d = deltas(&[("SyncookiesSent", 12), ("SyncookiesFailed", 1)]);
+        let cookies = attribute_cookies(&d, &listeners, &attribute(&d, &listeners), Some(1));
+        assert_eq!(cookies[&ListenerKey::new(1, 80)], Cookies { syncookies_sent: Some(12), syncookies_failed: Some(1) });
+        assert_eq!(cookies[&ListenerKey::new(1, 81)].syncookies_sent, Some(0));
+    }
+
+    #[test]
+    fn unseen_sockets_keep_what_events_showed() {
+        let listeners = BTreeMap::from([(
+            ListenerKey::new(1, 80),
+            ListenerInput { listen_drops: None, ack_overflows: 2, syn_received: 5 },
+        )]);
+        let d = deltas(&[("ListenOverflows", 2), ("ListenDrops", 2)]);
+        let a = &attribute(&d, &listeners)[&ListenerKey::new(1, 80)];
+        assert_eq!(a.listen_overflows, Some(2));
+        assert_eq!(a.listen_drops, None);
+        assert_eq!(a.attribution, UNSEEN);
+    }
+}

@@ -1,0 +1,35 @@
+//! One pass over every network namespace: its listening sockets (sock_diag), counters and
+//! sysctls, each read from inside the namespace.
+
+use crate::{
+    counters::{self, Counters, Sysctls},
+    netns,
+    sockdiag::{self, DiagListener},
+};
+
+#[derive(Clone, Debug)]
+pub struct NetnsState {
+    pub inode: u32,
+    pub listeners: Vec<DiagListener>,
+    pub counters: Counters,
+    pub sysctls: Sysctls,
+}
+
+/// Reads every namespace; one that vanishes meanwhile is skipped.
+pub fn read_all() -> Vec<NetnsState> {
+    netns::all()
+        .into_values()
+        .filter_map(|ns| {
+            let inode = ns.inode;
+            ns.run_in(move || {
+                Ok(NetnsState {
+                    inode,
+                    listeners: sockdiag::listening_sockets()?,
+                    counters: counters::read_own(),
+                    sysctls: counters::read_sysctls(),
+                })
+            })
+            .ok()
+        })
+        .collect()
+}

@@ -1,0 +1,137 @@
+//! Building the report from everything a session collected.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use probe_common::{ListenerKey, QueueDepths};
+
+use super::{Acceptor, ListenerReport, NamespaceReport, Report, SCHEMA};
+use crate::{
+    aggregate::{Aggregator, ListenerStats},
+    drops::{self, ListenerInput},
+    kernel_view::KernelView,
+};
+
+/// What a session collected.
+pub struct Sources<'a> {
+    pub aggregator: &'a Aggregator,
+    pub kernel_view: &'a KernelView,
+    /// From the kernel programs' `QUEUES` map; empty where that hook is unavailable.
+    pub queue_depths: &'a BTreeMap<ListenerKey, QueueDepths>,
+    pub observes_synack_retransmits: bool,
+    pub observes_queues: bool,
+    /// Ports the user asked for; empty for all.
+    pub ports: &'a [u16],
+    pub kernel: String,
+    pub hooks: BTreeMap<String, String>,
+    pub duration_ms: u64,
+    pub lost_events: u64,
+}
+
+/// Listeners that saw traffic (or drops), ordered by namespace and port.
+pub fn build(sources: &Sources<'_>) -> Report {
+    let aggregator = sources.aggregator;
+    let view = sources.kernel_view;
+    let reported: Vec<(ListenerKey, &ListenerStats)> = aggregator
+        .listeners
+        .iter()
+        .filter(|(key, stats)| stats.has_traffic() || view.listen_drops(**key).unwrap_or(0) > 0)
+        .filter(|(key, _)| sources.ports.is_empty() || sources.ports.contains(&key.port))
+        .map(|(key, stats)| (*key, stats))
+        .collect();
+    let namespaces: BTreeSet<u32> = reported.iter().map(|(key, _)| key.netns).collect();
+
+    // Drops are attributed per namespace, over all its listeners, traced or not.
+    let mut drops = BTreeMap::new();
+    let mut cookies = BTreeMap::new();
+    for &netns in &namespaces {
+        let deltas = view.counter_deltas(netns).unwrap_or_default();
+        let mut keys = view.listeners_in(netns);
+        keys.extend(aggregator.listeners.keys().filter(|k| k.netns == netns));
+        let inputs: BTreeMap<ListenerKey, ListenerInput> = keys
+            .into_iter()
+            .map(|key| {
+                let stats = aggregator.listeners.get(&key);
+                let input = ListenerInput {
+                    listen_drops: view.listen_drops(key),
+                    ack_overflows: stats.map_or(0, |s| s.ack_overflows),
+                    syn_received: stats.map_or(0, |s| s.syn_received),
+                };
+                (key, input)
+            })
+            .collect();
+        let namespace_drops = drops::attribute(&deltas, &inputs);
+        let mode = view.sysctls(netns).and_then(|s| s.tcp_syncookies);
+        cookies.extend(drops::attribute_cookies(&deltas, &inputs, &namespace_drops, mode));
+        drops.extend(namespace_drops);
+    }
+
+    let listeners = reported
+        .iter()
+        .map(|&(key, stats)| {
+            let depths = sources.queue_depths.get(&key);
+            let mut addrs = stats.addrs.clone();
+            addrs.extend(view.addrs(key));
+            let addr = (!addrs.is_empty())
+                .then(|| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","));
+            let accept_queue_max = [depths.map(|d| d.accept_queue_max), view.accept_queue_max(key)]
+                .into_iter()
+                .flatten()
+                .max();
+            ListenerReport {
+                netns: key.netns,
+                port: key.port,
+                addr,
+                syn_received: stats.syn_received,
+                handshakes: stats.handshakes,
+                accepted: stats.accepted,
+                acceptors: acceptors(stats),
+                handshake_us: stats.handshake.summary(),
+                accept_wait_us: stats.accept_wait.summary(),
+                syn_to_accept_us: stats.syn_to_accept.summary(),
+                drops: drops.get(&key).cloned().unwrap_or_default(),
+                cookies: cookies.get(&key).cloned().unwrap_or_default(),
+                synack_retransmits: sources
+                    .observes_synack_retransmits
+                    .then_some(stats.synack_retransmits),
+                request_timeouts: None,
+                backlog: view.backlog(key).or(depths.map(|d| d.backlog)),
+                accept_queue_max,
+                syn_queue_max: sources
+                    .observes_queues
+                    .then(|| depths.map_or(0, |d| d.syn_queue_max)),
+            }
+        })
+        .collect();
+
+    Report {
+        schema: SCHEMA,
+        kernel: sources.kernel.clone(),
+        hooks: sources.hooks.clone(),
+        duration_ms: sources.duration_ms,
+        lost_events: sources.lost_events,
+        listeners,
+        namespaces: namespaces
+            .into_iter()
+            .map(|netns| NamespaceReport {
+                netns,
+                sysctls: view.sysctls(netns).cloned().unwrap_or_default(),
+                counters: view.counter_deltas(netns).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// Busiest first.
+fn acceptors(stats: &ListenerStats) -> Vec<Acceptor> {
+    let mut acceptors: Vec<Acceptor> = stats
+        .acceptors
+        .iter()
+        .map(|((pid, comm), &accepted)| Acceptor {
+            pid: *pid,
+            comm: comm.clone(),
+            accepted,
+        })
+        .collect();
+    acceptors.sort_by(|a, b| b.accepted.cmp(&a.accepted).then(a.pid.cmp(&b.pid)));
+    acceptors
+}
