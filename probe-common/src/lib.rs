@@ -10,6 +10,7 @@ pub const AF_INET6: u16 = 10;
 
 /// TCP states from `include/net/tcp_states.h`; part of the kernel's ABI, stable across versions.
 pub const TCP_ESTABLISHED: i32 = 1;
+pub const TCP_CLOSE: i32 = 7;
 pub const TCP_SYN_RECV: i32 = 3;
 pub const TCP_LISTEN: i32 = 10;
 
@@ -53,6 +54,14 @@ pub struct KernelOffsets {
     pub sk_max_ack_backlog: u32,
     /// `inet_connection_sock.icsk_accept_queue.qlen`: request socks (the SYN queue).
     pub icsk_syn_queue_len: u32,
+    /// `sock.sk_socket`: set once a child has been accepted.
+    pub sk_socket: u32,
+    /// `sock.sk_drops`: the socket's drop counter (`ss -m` d).
+    pub sk_drops: u32,
+    /// `socket_alloc.vfs_inode`, relative to the `struct socket` at its start, and
+    /// `inode.i_ino`: the socket's inode number, as sock_diag reports it.
+    pub socket_inode: u32,
+    pub inode_ino: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdtable_fd: u32,
@@ -67,17 +76,8 @@ pub struct ProbeConfig {
     pub offsets: KernelOffsets,
     /// Non-zero: only ports present in the `PORTS` map are traced.
     pub filter_ports: u32,
-    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel (enum values move between
-    /// versions); `NO_DROP_REASON` where the kernel has none.
-    pub listen_overflow_reason: u32,
-    /// Address range of `tcp_rcv_state_process`: a SYN handled by a listener is released with
-    /// `consume_skb` from inside it, which is how the tracepoint backend sees SYN arrival.
-    pub syn_consumer_start: u64,
-    pub syn_consumer_end: u64,
+    pub _pad: u32,
 }
-
-/// `ProbeConfig::listen_overflow_reason` of a kernel without that drop reason.
-pub const NO_DROP_REASON: u32 = u32::MAX;
 
 /// What an event reports. The numbers are part of the wire format: never reuse one.
 #[repr(u32)]
@@ -91,10 +91,13 @@ pub enum EventKind {
     Accept = 3,
     /// A socket started listening (addresses and the process that called listen()).
     Listen = 4,
-    /// A handshake's final ACK was dropped because the accept queue was full.
-    ListenOverflow = 5,
+    /// A packet addressed to a listener was discarded (for example a final ACK that found the
+    /// accept queue full).
+    ListenerDiscard = 5,
     /// A listener sent a SYN-ACK again.
     SynackRetransmit = 6,
+    /// A listener closed: its final drop counter, for sockets that go before the last poll.
+    ListenerClosed = 7,
 }
 
 impl EventKind {
@@ -104,8 +107,9 @@ impl EventKind {
             2 => Some(Self::Handshake),
             3 => Some(Self::Accept),
             4 => Some(Self::Listen),
-            5 => Some(Self::ListenOverflow),
+            5 => Some(Self::ListenerDiscard),
             6 => Some(Self::SynackRetransmit),
+            7 => Some(Self::ListenerClosed),
             _ => None,
         }
     }
@@ -122,11 +126,16 @@ pub struct ConnEvent {
     pub netns: u32,
     /// Process (tgid) that accepted or listened; 0 for kernel-context events.
     pub pid: u32,
-    pub _pad0: u32,
+    /// The drop reason of a `ListenerDiscard` (kernel `enum skb_drop_reason`); the drop counter
+    /// of a `ListenerClosed`.
+    pub reason: u32,
     pub family: u16,
     pub local_port: u16,
     pub remote_port: u16,
     pub _pad1: u16,
+    /// Inode number of a `ListenerClosed` socket.
+    pub socket_inode: u32,
+    pub _pad2: u32,
     /// CLOCK_MONOTONIC nanoseconds; 0 when that stage was not seen (for example a connection
     /// whose SYN arrived before tracing started).
     pub syn_ns: u64,
@@ -143,11 +152,13 @@ impl ConnEvent {
             kind: 0,
             netns: 0,
             pid: 0,
-            _pad0: 0,
+            reason: 0,
             family: 0,
             local_port: 0,
             remote_port: 0,
             _pad1: 0,
+            socket_inode: 0,
+            _pad2: 0,
             syn_ns: 0,
             established_ns: 0,
             accepted_ns: 0,
@@ -201,6 +212,16 @@ pub struct QueueDepths {
     pub _pad: u32,
 }
 
+/// When a handshake's first SYN arrived, and its initial sequence number: a retransmitted SYN
+/// repeats it, a new connection reusing the 4-tuple does not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynStamp {
+    pub syn_ns: u64,
+    pub sequence: u32,
+    pub _pad: u32,
+}
+
 /// Timestamps of a child socket between handshake and accept(), keyed by the socket's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -209,11 +230,12 @@ pub struct ChildStamps {
     pub established_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ChildStamps>() == 16);
+const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
 

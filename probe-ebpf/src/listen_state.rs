@@ -2,7 +2,9 @@
 //!
 //! - a child moving SYN_RECV -> ESTABLISHED has completed its handshake and was just put on the
 //!   accept queue (stage 2);
-//! - a socket moving to LISTEN is a new listener, reported with its address and owner.
+//! - a socket moving to LISTEN is a new listener, reported with its address and owner;
+//! - a listener moving to CLOSE reports its final drop counter, which userspace would otherwise
+//!   miss for a listener that closes between two polls.
 //!
 //! Only full sockets reach this tracepoint (never request socks), and it fires for client sockets
 //! too: the state test comes first.
@@ -13,12 +15,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use probe_common::{
-    ChildStamps, ConnEvent, EventKind, FlowKey, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, ConnEvent, EventKind, FlowKey, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
+    TCP_SYN_RECV,
 };
 
 use crate::{
     emit,
-    kernel::sock_endpoints,
+    kernel::{read, sock_endpoints},
     maps::{CHILDREN, SYN_TIMES, config, port_wanted},
 };
 
@@ -31,6 +34,8 @@ pub fn handshake_set_state(ctx: BtfTracePointContext) -> u32 {
         let _ = on_established(sk);
     } else if new_state == TCP_LISTEN {
         let _ = on_listen(sk);
+    } else if old_state == TCP_LISTEN && new_state == TCP_CLOSE {
+        let _ = on_listener_close(sk);
     }
     0
 }
@@ -53,17 +58,23 @@ fn on_established(sk: u64) -> Result<(), i32> {
         remote_addr: child.remote_addr,
     };
     let syn_ns = match unsafe { SYN_TIMES.get(&key) } {
-        Some(&syn_ns) => {
+        Some(stamp) => {
+            let syn_ns = stamp.syn_ns;
             let _ = SYN_TIMES.remove(&key);
             syn_ns
         }
         None => 0,
     };
-    let stamps = ChildStamps {
-        syn_ns,
-        established_ns: now,
-    };
-    let _ = CHILDREN.insert(&sk, &stamps, 0);
+    // A TCP Fast Open child can be accepted before its handshake completes: then there is no
+    // accept to wait for, and an entry would only linger.
+    let already_accepted = read::<u64>(sk, config.offsets.sk_socket)? != 0;
+    if !already_accepted {
+        let stamps = ChildStamps {
+            syn_ns,
+            established_ns: now,
+        };
+        let _ = CHILDREN.insert(&sk, &stamps, 0);
+    }
 
     let mut event = ConnEvent::zeroed();
     event.kind = EventKind::Handshake as u32;
@@ -85,7 +96,8 @@ fn on_listen(sk: u64) -> Result<(), i32> {
     let Some(listener) = sock_endpoints(&config.offsets, sk)? else {
         return Ok(());
     };
-    if !port_wanted(&config, listener.local_port) {
+    // listen() on an unbound socket enters LISTEN before it gets its port.
+    if listener.local_port == 0 || !port_wanted(&config, listener.local_port) {
         return Ok(());
     }
     let mut event = ConnEvent::zeroed();
@@ -96,6 +108,30 @@ fn on_listen(sk: u64) -> Result<(), i32> {
     event.local_port = listener.local_port;
     event.local_addr = listener.local_addr;
     event.comm = bpf_get_current_comm().unwrap_or_default();
+    emit::send(&event);
+    Ok(())
+}
+
+#[inline(always)]
+fn on_listener_close(sk: u64) -> Result<(), i32> {
+    let config = config();
+    let offsets = &config.offsets;
+    let Some(listener) = sock_endpoints(offsets, sk)? else {
+        return Ok(());
+    };
+    // Still attached to its file: close() moves the state before orphaning the socket.
+    let socket = read::<u64>(sk, offsets.sk_socket)?;
+    if socket == 0 {
+        return Ok(());
+    }
+    let mut event = ConnEvent::zeroed();
+    event.kind = EventKind::ListenerClosed as u32;
+    event.netns = listener.netns;
+    event.family = listener.family;
+    event.local_port = listener.local_port;
+    event.reason = read::<u32>(sk, offsets.sk_drops)?;
+    event.socket_inode =
+        read::<u64>(socket + offsets.socket_inode as u64, offsets.inode_ino)? as u32;
     emit::send(&event);
     Ok(())
 }

@@ -6,11 +6,11 @@
 #![no_main]
 
 mod accept;
+mod discards;
 mod emit;
 mod kernel;
 mod listen_state;
 mod maps;
-mod overflow;
 mod packet;
 mod queues;
 mod syn;

@@ -9,6 +9,7 @@ const IPPROTO_TCP: u8 = 6;
 /// A TCP segment as the receiving host sees it.
 pub struct Segment {
     pub flags: u8,
+    pub sequence: u32,
     pub local_port: u16,
     pub remote_port: u16,
     pub local_addr: [u8; 16],
@@ -52,16 +53,14 @@ pub fn parse_tcp(offsets: &KernelOffsets, skb: u64) -> Result<Option<Segment>, i
                 v4_mapped(read(network, 16)?),
             )
         }
-        6 => {
-            if read::<u8>(network, 6)? != IPPROTO_TCP {
-                return Ok(None);
-            }
-            (AF_INET6, read(network, 8)?, read(network, 24)?)
-        }
+        // No next-header test: with extension headers it is not TCP's, and the callers only
+        // pass TCP segments (transport_header already points past the extensions).
+        6 => (AF_INET6, read(network, 8)?, read(network, 24)?),
         _ => return Ok(None),
     };
     Ok(Some(Segment {
         flags: read::<u8>(transport, 13)?,
+        sequence: u32::from_be(read::<u32>(transport, 4)?),
         remote_port: u16::from_be(read::<u16>(transport, 0)?),
         local_port: u16::from_be(read::<u16>(transport, 2)?),
         local_addr,

@@ -6,30 +6,26 @@
 //! SYN handled by a listener. Its 4-tuple is parsed from the packet headers.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
-use probe_common::{ConnEvent, EventKind, FlowKey, KernelOffsets};
+use probe_common::{ConnEvent, EventKind, FlowKey, KernelOffsets, SynStamp};
 
 use crate::{
     emit,
-    maps::{SYN_TIMES, config, port_wanted},
+    maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config, port_wanted},
     packet::{parse_tcp, skb_netns},
 };
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
 
-/// A SYN timestamp older than this belongs to an abandoned handshake whose 4-tuple is being
-/// reused; a handshake still retrying (6 SYN retries span about 127 s) stays younger.
-const SYN_REUSE_AFTER_NS: u64 = 180_000_000_000;
-
 #[btf_tracepoint(function = "consume_skb")]
 pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     // consume_skb fires for every freed packet: the location test rejects nearly all of them
     // before any memory is read.
-    let config = config();
     let location: u64 = ctx.arg(1);
-    if location < config.syn_consumer_start || location >= config.syn_consumer_end {
+    if location < SYN_CONSUMER_START.load() || location >= SYN_CONSUMER_END.load() {
         return 0;
     }
+    let config = config();
     let skb: u64 = ctx.arg(0);
     let _ = on_syn(&config.offsets, skb, &config);
     0
@@ -61,13 +57,17 @@ fn on_syn(
         remote_addr: segment.remote_addr,
     };
     // Keep the first SYN of a handshake: when it was dropped and the client retried, the client
-    // waited since the first one.
-    let keep_earlier = match unsafe { SYN_TIMES.get(&key) } {
-        Some(&earlier) => now.saturating_sub(earlier) < SYN_REUSE_AFTER_NS,
-        None => false,
+    // waited since the first one. A retry repeats the initial sequence number; a new connection
+    // that reuses the 4-tuple of an abandoned one does not.
+    let stamp = SynStamp {
+        syn_ns: now,
+        sequence: segment.sequence,
+        _pad: 0,
     };
-    if !keep_earlier {
-        let _ = SYN_TIMES.insert(&key, &now, 0);
+    let retry =
+        unsafe { SYN_TIMES.get(&key) }.is_some_and(|earlier| earlier.sequence == stamp.sequence);
+    if !retry {
+        let _ = SYN_TIMES.insert(&key, &stamp, 0);
     }
 
     let mut event = ConnEvent::zeroed();

@@ -21,6 +21,8 @@ pub struct ListenerStats {
     pub syn_to_accept: Latency,
     /// Final ACKs dropped because the accept queue was full (one event each).
     pub ack_overflows: u64,
+    /// Every packet the listener discarded, final-ACK overflows included.
+    pub listener_discards: u64,
     pub synack_retransmits: u64,
     /// Connections accepted per (pid, command).
     pub acceptors: BTreeMap<(u32, String), u64>,
@@ -28,7 +30,7 @@ pub struct ListenerStats {
 
 impl ListenerStats {
     pub fn has_traffic(&self) -> bool {
-        self.syn_received + self.handshakes + self.accepted + self.ack_overflows > 0
+        self.syn_received + self.handshakes + self.accepted + self.listener_discards > 0
     }
 }
 
@@ -39,6 +41,8 @@ pub struct Aggregator {
     pub listeners: BTreeMap<ListenerKey, ListenerStats>,
     /// Events whose kind this build does not know (should stay 0).
     pub unknown_events: u64,
+    /// The kernel's drop reason for a final ACK that found the accept queue full.
+    pub listen_overflow_reason: Option<u32>,
 }
 
 impl Aggregator {
@@ -47,6 +51,7 @@ impl Aggregator {
             self.unknown_events += 1;
             return;
         };
+        let listen_overflow_reason = self.listen_overflow_reason;
         let stats = self.listener(event.netns, event.local_port);
         match kind {
             EventKind::Syn => stats.syn_received += 1,
@@ -78,13 +83,22 @@ impl Aggregator {
             EventKind::Listen => {
                 stats.addrs.insert(address(event.family, &event.local_addr));
             }
-            EventKind::ListenOverflow => stats.ack_overflows += 1,
+            EventKind::ListenerDiscard => {
+                stats.listener_discards += 1;
+                if Some(event.reason) == listen_overflow_reason {
+                    stats.ack_overflows += 1;
+                }
+            }
             EventKind::SynackRetransmit => stats.synack_retransmits += 1,
+            // The kernel view's business: the socket's drop counter.
+            EventKind::ListenerClosed => {}
         }
     }
 
     fn listener(&mut self, netns: u32, port: u16) -> &mut ListenerStats {
-        self.listeners.entry(ListenerKey::new(netns, port)).or_default()
+        self.listeners
+            .entry(ListenerKey::new(netns, port))
+            .or_default()
     }
 }
 
@@ -177,6 +191,21 @@ mod tests {
         let addrs: Vec<String> = stats.addrs.iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1", "::"]);
         assert!(!stats.has_traffic());
+    }
+
+    #[test]
+    fn discards_with_the_overflow_reason_are_overflows() {
+        let mut agg = Aggregator {
+            listen_overflow_reason: Some(40),
+            ..Default::default()
+        };
+        let mut discard = event(EventKind::ListenerDiscard, 80, 0, 0, 0);
+        discard.reason = 40;
+        agg.record(&discard);
+        discard.reason = 2;
+        agg.record(&discard);
+        let stats = &agg.listeners[&ListenerKey::new(7, 80)];
+        assert_eq!((stats.listener_discards, stats.ack_overflows), (2, 1));
     }
 
     #[test]

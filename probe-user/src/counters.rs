@@ -35,7 +35,11 @@ pub fn parse_pairs(text: &str, prefix: &str, wanted: &[&str]) -> Counters {
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
     let mut counters = Counters::new();
     if let [names, values] = lines[..] {
-        for (name, value) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
+        for (name, value) in names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
             if wanted.contains(&name)
                 && let Ok(value) = value.parse()
             {

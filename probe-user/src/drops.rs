@@ -17,7 +17,8 @@ use crate::counters::Counters;
 /// What is known of one listener before attribution.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ListenerInput {
-    /// From the socket's drop counter; `None` if the socket was never seen.
+    /// The socket's listen drops: its drop counter less the packets it discarded otherwise;
+    /// `None` if the socket was never seen.
     pub listen_drops: Option<u64>,
     pub ack_overflows: u64,
     pub syn_received: u64,
@@ -64,19 +65,33 @@ pub fn attribute_cookies(
         Some(input.syn_received.saturating_sub(syn_time_drops))
     };
     let forced: Option<BTreeMap<ListenerKey, u64>> = (syncookies_mode == Some(2))
-        .then(|| listeners.iter().map(|(k, l)| Some((*k, forced_share(k, l)?))).collect())
+        .then(|| {
+            listeners
+                .iter()
+                .map(|(k, l)| Some((*k, forced_share(k, l)?)))
+                .collect()
+        })
         .flatten()
         .filter(|shares: &BTreeMap<ListenerKey, u64>| shares.values().sum::<u64>() == sent);
     listeners
         .iter()
         .map(|(key, input)| {
             let cookies = if sent == 0 && failed == 0 {
-                Cookies { syncookies_sent: Some(0), syncookies_failed: Some(0) }
+                Cookies {
+                    syncookies_sent: Some(0),
+                    syncookies_failed: Some(0),
+                }
             } else if receivers <= 1 {
                 let mine = |total: u64| Some(if input.syn_received > 0 { total } else { 0 });
-                Cookies { syncookies_sent: mine(sent), syncookies_failed: mine(failed) }
+                Cookies {
+                    syncookies_sent: mine(sent),
+                    syncookies_failed: mine(failed),
+                }
             } else if input.syn_received == 0 {
-                Cookies { syncookies_sent: Some(0), syncookies_failed: Some(0) }
+                Cookies {
+                    syncookies_sent: Some(0),
+                    syncookies_failed: Some(0),
+                }
             } else {
                 Cookies {
                     syncookies_sent: forced.as_ref().and_then(|f| f.get(key).copied()),
@@ -103,9 +118,16 @@ pub fn attribute(
     let syn_overflows = counter("ListenOverflows").saturating_sub(ack_overflows);
     let syn_queue_full = counter("TCPReqQFullDrop");
     let syn_drops = |l: &ListenerInput| l.listen_drops.map(|d| d.saturating_sub(l.ack_overflows));
-    let syn_droppers = listeners.values().filter(|l| syn_drops(l).unwrap_or(0) > 0).count();
+    let syn_droppers = listeners
+        .values()
+        .filter(|l| syn_drops(l).unwrap_or(0) > 0)
+        .count();
     let reconciled = listeners.values().all(|l| l.listen_drops.is_some())
-        && listeners.values().filter_map(|l| l.listen_drops).sum::<u64>() == counter("ListenDrops")
+        && listeners
+            .values()
+            .filter_map(|l| l.listen_drops)
+            .sum::<u64>()
+            == counter("ListenDrops")
         && syn_overflows + syn_queue_full + ack_overflows == counter("ListenDrops");
 
     listeners
@@ -176,7 +198,10 @@ mod tests {
         let d = deltas(&[("ListenOverflows", 42), ("ListenDrops", 42)]);
         let drops = attribute(&d, &listeners);
         let a = &drops[&ListenerKey::new(1, 80)];
-        assert_eq!((a.listen_overflows, a.syn_queue_full, a.listen_drops), (Some(30), Some(0), Some(30)));
+        assert_eq!(
+            (a.listen_overflows, a.syn_queue_full, a.listen_drops),
+            (Some(30), Some(0), Some(30))
+        );
         assert_eq!(a.attribution, EXACT);
         assert_eq!(drops[&ListenerKey::new(1, 81)].listen_overflows, Some(12));
     }
@@ -189,7 +214,11 @@ mod tests {
             (ListenerKey::new(1, 80), input(5, 0)),
             (ListenerKey::new(1, 81), input(7, 0)),
         ]);
-        let d = deltas(&[("ListenOverflows", 7), ("TCPReqQFullDrop", 5), ("ListenDrops", 12)]);
+        let d = deltas(&[
+            ("ListenOverflows", 7),
+            ("TCPReqQFullDrop", 5),
+            ("ListenDrops", 12),
+        ]);
         let drops = attribute(&d, &listeners);
         assert_eq!(drops[&ListenerKey::new(1, 80)].listen_overflows, None);
         assert_eq!(drops[&ListenerKey::new(1, 80)].listen_drops, Some(5));
@@ -202,7 +231,11 @@ mod tests {
             (ListenerKey::new(1, 80), input(12, 0)),
             (ListenerKey::new(1, 81), input(3, 3)),
         ]);
-        let d = deltas(&[("ListenOverflows", 10), ("TCPReqQFullDrop", 5), ("ListenDrops", 15)]);
+        let d = deltas(&[
+            ("ListenOverflows", 10),
+            ("TCPReqQFullDrop", 5),
+            ("ListenDrops", 15),
+        ]);
         let drops = attribute(&d, &listeners);
         let a = &drops[&ListenerKey::new(1, 80)];
         assert_eq!((a.listen_overflows, a.syn_queue_full), (Some(7), Some(5)));
@@ -215,16 +248,37 @@ mod tests {
     fn unreconciled_totals_are_flagged() {
         let listeners = BTreeMap::from([(ListenerKey::new(1, 80), input(4, 0))]);
         let d = deltas(&[("ListenOverflows", 4), ("ListenDrops", 9)]);
-        assert_eq!(attribute(&d, &listeners)[&ListenerKey::new(1, 80)].attribution, OTHER_DROPS);
+        assert_eq!(
+            attribute(&d, &listeners)[&ListenerKey::new(1, 80)].attribution,
+            OTHER_DROPS
+        );
     }
 
     #[test]
     fn forced_cookies_split_by_surviving_syns() {
         let listeners = BTreeMap::from([
-            (ListenerKey::new(1, 80), ListenerInput { listen_drops: Some(0), ack_overflows: 0, syn_received: 30 }),
-            (ListenerKey::new(1, 81), ListenerInput { listen_drops: Some(2), ack_overflows: 0, syn_received: 52 }),
+            (
+                ListenerKey::new(1, 80),
+                ListenerInput {
+                    listen_drops: Some(0),
+                    ack_overflows: 0,
+                    syn_received: 30,
+                },
+            ),
+            (
+                ListenerKey::new(1, 81),
+                ListenerInput {
+                    listen_drops: Some(2),
+                    ack_overflows: 0,
+                    syn_received: 52,
+                },
+            ),
         ]);
-        let d = deltas(&[("SyncookiesSent", 80), ("ListenOverflows", 2), ("ListenDrops", 2)]);
+        let d = deltas(&[
+            ("SyncookiesSent", 80),
+            ("ListenOverflows", 2),
+            ("ListenDrops", 2),
+        ]);
         let drops = attribute(&d, &listeners);
         let cookies = attribute_cookies(&d, &listeners, &drops, Some(2));
         assert_eq!(cookies[&ListenerKey::new(1, 80)].syncookies_sent, Some(30));
@@ -237,12 +291,32 @@ mod tests {
     #[test]
     fn a_single_receiver_gets_all_cookies() {
         let listeners = BTreeMap::from([
-            (ListenerKey::new(1, 80), ListenerInput { listen_drops: Some(0), ack_overflows: 0, syn_received: 30 }),
-            (ListenerKey::new(1, 81), ListenerInput { listen_drops: Some(0), ack_overflows: 0, syn_received: 0 }),
+            (
+                ListenerKey::new(1, 80),
+                ListenerInput {
+                    listen_drops: Some(0),
+                    ack_overflows: 0,
+                    syn_received: 30,
+                },
+            ),
+            (
+                ListenerKey::new(1, 81),
+                ListenerInput {
+                    listen_drops: Some(0),
+                    ack_overflows: 0,
+                    syn_received: 0,
+                },
+            ),
         ]);
         let d = deltas(&[("SyncookiesSent", 12), ("SyncookiesFailed", 1)]);
         let cookies = attribute_cookies(&d, &listeners, &attribute(&d, &listeners), Some(1));
-        assert_eq!(cookies[&ListenerKey::new(1, 80)], Cookies { syncookies_sent: Some(12), syncookies_failed: Some(1) });
+        assert_eq!(
+            cookies[&ListenerKey::new(1, 80)],
+            Cookies {
+                syncookies_sent: Some(12),
+                syncookies_failed: Some(1)
+            }
+        );
         assert_eq!(cookies[&ListenerKey::new(1, 81)].syncookies_sent, Some(0));
     }
 
@@ -250,7 +324,11 @@ mod tests {
     fn unseen_sockets_keep_what_events_showed() {
         let listeners = BTreeMap::from([(
             ListenerKey::new(1, 80),
-            ListenerInput { listen_drops: None, ack_overflows: 2, syn_received: 5 },
+            ListenerInput {
+                listen_drops: None,
+                ack_overflows: 2,
+                syn_received: 5,
+            },
         )]);
         let d = deltas(&[("ListenOverflows", 2), ("ListenDrops", 2)]);
         let a = &attribute(&d, &listeners)[&ListenerKey::new(1, 80)];

@@ -21,8 +21,8 @@ pub enum Stage {
     Handshake,
     /// accept() returns the child socket.
     Accept,
-    /// The final ACK is dropped because the accept queue is full.
-    Overflow,
+    /// A listener discards a packet (among them final ACKs that found the accept queue full).
+    ListenerDiscards,
     /// A listener retransmits a SYN-ACK.
     SynackRetransmit,
     /// Accept- and SYN-queue depths.
@@ -35,7 +35,7 @@ impl Stage {
             Stage::Syn => "syn",
             Stage::Handshake => "handshake",
             Stage::Accept => "accept",
-            Stage::Overflow => "overflow",
+            Stage::ListenerDiscards => "listener_discards",
             Stage::SynackRetransmit => "synack_retransmit",
             Stage::Queues => "queues",
         }
@@ -123,11 +123,11 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
         }],
     ),
     (
-        Stage::Overflow,
+        Stage::ListenerDiscards,
         &[Candidate {
             label: "tp_btf/kfree_skb",
             programs: &[ProgramSpec {
-                program: "overflow_kfree_skb",
+                program: "discard_kfree_skb",
                 attach: Attach::BtfTracePoint { event: "kfree_skb" },
             }],
         }],
@@ -179,22 +179,13 @@ impl fmt::Display for StageHook {
     }
 }
 
-/// Loads and attaches the first working candidate of every stage. `unavailable` lists stages
-/// the kernel cannot support whatever the hook (with the reason), which are not tried.
-pub fn attach_plan(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    unavailable: &[(Stage, String)],
-) -> anyhow::Result<Vec<StageHook>> {
+/// Loads and attaches the first working candidate of every stage.
+pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>> {
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
         let mut skipped = Vec::new();
         let mut active = None;
-        let blocked = unavailable.iter().find(|(s, _)| *s == stage);
-        if let Some((_, reason)) = blocked {
-            skipped.push(("any hook", reason.clone()));
-        }
-        for candidate in candidates.iter().filter(|_| blocked.is_none()) {
+        for candidate in candidates {
             match attach_candidate(ebpf, btf, candidate) {
                 Ok(()) => {
                     active = Some(candidate.label);

@@ -31,6 +31,11 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         sk_ack_backlog: sock("sk_ack_backlog")?,
         sk_max_ack_backlog: sock("sk_max_ack_backlog")?,
         icsk_syn_queue_len: btf.member_offset("inet_connection_sock", "icsk_accept_queue.qlen")?,
+        sk_socket: sock("sk_socket")?,
+        sk_drops: sock("sk_drops")?,
+        socket_inode: btf.member_offset("socket_alloc", "vfs_inode")?
+            - btf.member_offset("socket_alloc", "socket")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
@@ -45,4 +50,22 @@ pub fn listen_overflow_reason(btf: &Btf) -> Option<u32> {
     btf.enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
         .ok()
         .and_then(|v| u32::try_from(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel's BTF (world-readable) has every member the programs read.
+    #[test]
+    fn resolves_every_offset_on_this_kernel() {
+        let Ok(btf) = Btf::from_kernel() else {
+            panic!("this machine has no /sys/kernel/btf/vmlinux");
+        };
+        let offsets = resolve(&btf).unwrap();
+        // sock_common sits at the start of sock; its family comes before the state.
+        assert!(offsets.sk_family < offsets.sk_state);
+        assert!(offsets.sk_ack_backlog > offsets.sk_state);
+        assert_ne!(offsets.skb_head, offsets.skb_dev);
+    }
 }

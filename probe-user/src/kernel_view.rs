@@ -17,7 +17,7 @@ use crate::{
 #[derive(Clone, Debug)]
 struct SocketTrack {
     key: ListenerKey,
-    addr: IpAddr,
+    addr: Option<IpAddr>,
     backlog: u32,
     drops_first: u32,
     drops_last: u32,
@@ -48,7 +48,11 @@ impl KernelView {
         for state in states {
             let netns = state.inode;
             let track = self.namespaces.entry(netns).or_insert_with(|| NetnsTrack {
-                baseline: if first { state.counters.clone() } else { Counters::new() },
+                baseline: if first {
+                    state.counters.clone()
+                } else {
+                    Counters::new()
+                },
                 latest: Counters::new(),
                 sysctls: Sysctls::default(),
             });
@@ -60,7 +64,7 @@ impl KernelView {
                     .entry((netns, listener.inode))
                     .or_insert_with(|| SocketTrack {
                         key: ListenerKey::new(netns, listener.port),
-                        addr: listener.addr,
+                        addr: Some(listener.addr),
                         backlog: listener.backlog,
                         drops_first: if first { listener.drops } else { 0 },
                         drops_last: listener.drops,
@@ -71,6 +75,24 @@ impl KernelView {
                 socket.accept_queue_max = socket.accept_queue_max.max(listener.accept_queue);
             }
         }
+    }
+
+    /// A listening socket closed with `drops` on its counter: its last word, which a poll may
+    /// not have seen.
+    pub fn socket_closed(&mut self, key: ListenerKey, inode: u32, drops: u32) {
+        let socket = self
+            .sockets
+            .entry((key.netns, inode))
+            .or_insert_with(|| SocketTrack {
+                key,
+                addr: None,
+                backlog: 0,
+                // Never polled: it opened and closed during the session.
+                drops_first: 0,
+                drops_last: drops,
+                accept_queue_max: 0,
+            });
+        socket.drops_last = drops;
     }
 
     fn sockets_of(&self, key: ListenerKey) -> impl Iterator<Item = &SocketTrack> {
@@ -101,12 +123,16 @@ impl KernelView {
     }
 
     pub fn addrs(&self, key: ListenerKey) -> BTreeSet<IpAddr> {
-        self.sockets_of(key).map(|s| s.addr).collect()
+        self.sockets_of(key).filter_map(|s| s.addr).collect()
     }
 
     /// Listeners of `netns` that were seen, by port.
     pub fn listeners_in(&self, netns: u32) -> BTreeSet<ListenerKey> {
-        self.sockets.values().map(|s| s.key).filter(|k| k.netns == netns).collect()
+        self.sockets
+            .values()
+            .map(|s| s.key)
+            .filter(|k| k.netns == netns)
+            .collect()
     }
 
     /// The namespace's counters over the session.
@@ -148,7 +174,10 @@ mod tests {
     fn deltas_from_first_sight_and_zero_for_newcomers() {
         let mut view = KernelView::default();
         view.observe(vec![state(1, 100, &[(10, 80, 5)])]);
-        view.observe(vec![state(1, 130, &[(10, 80, 25), (11, 81, 10)]), state(2, 7, &[])]);
+        view.observe(vec![
+            state(1, 130, &[(10, 80, 25), (11, 81, 10)]),
+            state(2, 7, &[]),
+        ]);
         assert_eq!(view.listen_drops(ListenerKey::new(1, 80)), Some(20));
         // Socket 11 appeared during the session: all its drops are new.
         assert_eq!(view.listen_drops(ListenerKey::new(1, 81)), Some(10));
@@ -157,5 +186,15 @@ mod tests {
         // Namespace 2 appeared during the session.
         assert_eq!(view.counter_deltas(2).unwrap()["ListenOverflows"], 7);
         assert_eq!(view.backlog(ListenerKey::new(1, 80)), Some(8));
+    }
+
+    #[test]
+    fn a_closing_socket_reports_its_last_drops() {
+        let mut view = KernelView::default();
+        view.observe(vec![state(1, 0, &[(10, 80, 5)])]);
+        view.socket_closed(ListenerKey::new(1, 80), 10, 9);
+        view.socket_closed(ListenerKey::new(1, 81), 11, 3);
+        assert_eq!(view.listen_drops(ListenerKey::new(1, 80)), Some(4));
+        assert_eq!(view.listen_drops(ListenerKey::new(1, 81)), Some(3));
     }
 }

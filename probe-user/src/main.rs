@@ -2,8 +2,8 @@
 
 mod aggregate;
 mod btf;
-mod counters;
 mod cli;
+mod counters;
 mod demo;
 mod drops;
 mod hooks;

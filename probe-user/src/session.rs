@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use probe_common::{EventKind, ListenerKey};
 
 use crate::{
     aggregate::Aggregator,
@@ -53,8 +54,11 @@ impl Session {
             }
         }
         let mut session = Self {
+            aggregator: Aggregator {
+                listen_overflow_reason: tracer.listen_overflow_reason,
+                ..Default::default()
+            },
             tracer,
-            aggregator: Aggregator::default(),
             kernel_view: KernelView::default(),
             ports: options.ports.clone(),
             started: Instant::now(),
@@ -85,8 +89,15 @@ impl Session {
     }
 
     fn drain(&mut self) {
-        let aggregator = &mut self.aggregator;
-        self.tracer.drain(|event| aggregator.record(event));
+        let (aggregator, kernel_view) = (&mut self.aggregator, &mut self.kernel_view);
+        self.tracer.drain(|event| {
+            if event.kind == EventKind::ListenerClosed as u32 {
+                let key = ListenerKey::new(event.netns, event.local_port);
+                kernel_view.socket_closed(key, event.socket_inode, event.reason);
+            } else {
+                aggregator.record(event);
+            }
+        });
     }
 
     fn poll_kernel(&mut self) {

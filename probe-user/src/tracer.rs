@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
-use probe_common::{ConnEvent, ListenerKey, NO_DROP_REASON, ProbeConfig, QueueDepths};
+use probe_common::{ConnEvent, ListenerKey, ProbeConfig, QueueDepths};
 use tokio::io::unix::AsyncFd;
 
 use crate::{btf, hooks, kallsyms, kernel_offsets, preflight};
@@ -29,6 +29,8 @@ pub struct Tracer {
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     queues: HashMap<MapData, ListenerKey, QueueDepths>,
+    /// The drop reason of a final ACK that found the accept queue full (6.15+).
+    pub listen_overflow_reason: Option<u32>,
     pub hooks: Vec<hooks::StageHook>,
 }
 
@@ -45,21 +47,11 @@ impl Tracer {
         let offsets = kernel_offsets::resolve(&kernel_btf)
             .context("this kernel's structures are not the ones synscope knows")?;
         let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
-        let mut unavailable = Vec::new();
-        let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf)
-            .unwrap_or_else(|| {
-                unavailable.push((
-                    hooks::Stage::Overflow,
-                    "the kernel has no TCP_LISTEN_OVERFLOW drop reason (added in 6.15)".to_owned(),
-                ));
-                NO_DROP_REASON
-            });
+        let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf);
         let config = ProbeConfig {
             offsets,
             filter_ports: u32::from(!options.ports.is_empty()),
-            listen_overflow_reason,
-            syn_consumer_start,
-            syn_consumer_end,
+            _pad: 0,
         };
 
         // Kernels account BPF memory to the memory cgroup; raising RLIMIT_MEMLOCK only matters
@@ -70,6 +62,8 @@ impl Tracer {
         let mut ebpf = EbpfLoader::new()
             .btf(&aya_btf)
             .override_global("CONFIG", &config, true)
+            .override_global("SYN_CONSUMER_START", &syn_consumer_start, true)
+            .override_global("SYN_CONSUMER_END", &syn_consumer_end, true)
             .load(PROBES)
             .context("cannot load synscope's kernel programs")?;
 
@@ -96,10 +90,11 @@ impl Tracer {
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
         )?;
         // Attach last: maps and filters are in place before the first event.
-        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf, &unavailable)?;
+        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf)?;
         Ok(Self {
             _ebpf: ebpf,
             queues,
+            listen_overflow_reason,
             // SAFETY: the ring buffer owns its fd and keeps it open until the AsyncFd drops it.
             events: unsafe { AsyncFd::register(events) }
                 .map_err(|e| anyhow!("cannot poll the event ring buffer: {e}"))?,

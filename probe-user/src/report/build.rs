@@ -51,8 +51,11 @@ pub fn build(sources: &Sources<'_>) -> Report {
             .into_iter()
             .map(|key| {
                 let stats = aggregator.listeners.get(&key);
+                // A listener's drop counter also counts the packets it discarded, overflowing
+                // final ACKs among them (which count once more as listen drops).
+                let discards = stats.map_or(0, |s| s.listener_discards);
                 let input = ListenerInput {
-                    listen_drops: view.listen_drops(key),
+                    listen_drops: view.listen_drops(key).map(|d| d.saturating_sub(discards)),
                     ack_overflows: stats.map_or(0, |s| s.ack_overflows),
                     syn_received: stats.map_or(0, |s| s.syn_received),
                 };
@@ -61,7 +64,12 @@ pub fn build(sources: &Sources<'_>) -> Report {
             .collect();
         let namespace_drops = drops::attribute(&deltas, &inputs);
         let mode = view.sysctls(netns).and_then(|s| s.tcp_syncookies);
-        cookies.extend(drops::attribute_cookies(&deltas, &inputs, &namespace_drops, mode));
+        cookies.extend(drops::attribute_cookies(
+            &deltas,
+            &inputs,
+            &namespace_drops,
+            mode,
+        ));
         drops.extend(namespace_drops);
     }
 
@@ -71,12 +79,20 @@ pub fn build(sources: &Sources<'_>) -> Report {
             let depths = sources.queue_depths.get(&key);
             let mut addrs = stats.addrs.clone();
             addrs.extend(view.addrs(key));
-            let addr = (!addrs.is_empty())
-                .then(|| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","));
-            let accept_queue_max = [depths.map(|d| d.accept_queue_max), view.accept_queue_max(key)]
-                .into_iter()
-                .flatten()
-                .max();
+            let addr = (!addrs.is_empty()).then(|| {
+                addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            let accept_queue_max = [
+                depths.map(|d| d.accept_queue_max),
+                view.accept_queue_max(key),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
             ListenerReport {
                 netns: key.netns,
                 port: key.port,

@@ -1,0 +1,46 @@
+//! Packets a listener discarded, tracepoint backend (`skb:kfree_skb`, whose receiving-socket
+//! argument exists since 6.11): a final ACK that found the accept queue full (drop reason
+//! `TCP_LISTEN_OVERFLOW`, 6.15+), and anything else a listener threw away. The listener's own
+//! drop counter counts these too, besides its listen drops, so userspace subtracts them.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use probe_common::{ConnEvent, EventKind, TCP_LISTEN};
+
+use crate::{
+    emit,
+    kernel::{read, sock_endpoints},
+    maps::config,
+};
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn discard_kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    // Every dropped packet of the machine passes here: most have no receiving socket.
+    let listener: u64 = ctx.arg(3);
+    if listener == 0 {
+        return 0;
+    }
+    let reason: u32 = ctx.arg(2);
+    let _ = on_discard(listener, reason);
+    0
+}
+
+#[inline(always)]
+fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
+    let config = config();
+    if read::<u8>(listener, config.offsets.sk_state).map(i32::from) != Ok(TCP_LISTEN) {
+        return Ok(());
+    }
+    // Not filtered by port: attributing the namespace's drop counters needs every listener's
+    // discards, and they are rare.
+    let Some(endpoints) = sock_endpoints(&config.offsets, listener)? else {
+        return Ok(());
+    };
+    let mut event = ConnEvent::zeroed();
+    event.kind = EventKind::ListenerDiscard as u32;
+    event.netns = endpoints.netns;
+    event.family = endpoints.family;
+    event.local_port = endpoints.local_port;
+    event.reason = reason;
+    emit::send(&event);
+    Ok(())
+}
