@@ -20,14 +20,23 @@ pub struct ListenerInput {
     /// The socket's listen drops: its drop counter less the packets it discarded otherwise;
     /// `None` if the socket was never seen.
     pub listen_drops: Option<u64>,
-    pub ack_overflows: u64,
+    /// `None` where final-ACK overflows are not observable per event.
+    pub ack_overflows: Option<u64>,
     pub syn_received: u64,
+}
+
+impl ListenerInput {
+    fn ack(&self) -> u64 {
+        self.ack_overflows.unwrap_or(0)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Drops {
     /// Accept queue full, at SYN or final-ACK time (`TcpExtListenOverflows`).
     pub listen_overflows: Option<u64>,
+    /// Of those, final ACKs that found the accept queue full (one event each, 6.15+).
+    pub listen_overflows_at_ack: Option<u64>,
     /// SYN dropped because the SYN queue was full and syncookies were off
     /// (`TcpExtTCPReqQFullDrop`).
     pub syn_queue_full: Option<u64>,
@@ -61,7 +70,7 @@ pub fn attribute_cookies(
     // With cookies forced, a SYN gets one unless dropped at SYN time.
     let forced_share = |key: &ListenerKey, input: &ListenerInput| {
         let drops = drops.get(key)?;
-        let syn_time_drops = drops.listen_drops?.saturating_sub(input.ack_overflows);
+        let syn_time_drops = drops.listen_drops?.saturating_sub(input.ack());
         Some(input.syn_received.saturating_sub(syn_time_drops))
     };
     let forced: Option<BTreeMap<ListenerKey, u64>> = (syncookies_mode == Some(2))
@@ -114,10 +123,10 @@ pub fn attribute(
     listeners: &BTreeMap<ListenerKey, ListenerInput>,
 ) -> BTreeMap<ListenerKey, Drops> {
     let counter = |name: &str| deltas.get(name).copied().unwrap_or(0);
-    let ack_overflows: u64 = listeners.values().map(|l| l.ack_overflows).sum();
+    let ack_overflows: u64 = listeners.values().map(ListenerInput::ack).sum();
     let syn_overflows = counter("ListenOverflows").saturating_sub(ack_overflows);
     let syn_queue_full = counter("TCPReqQFullDrop");
-    let syn_drops = |l: &ListenerInput| l.listen_drops.map(|d| d.saturating_sub(l.ack_overflows));
+    let syn_drops = |l: &ListenerInput| l.listen_drops.map(|d| d.saturating_sub(l.ack()));
     let syn_droppers = listeners
         .values()
         .filter(|l| syn_drops(l).unwrap_or(0) > 0)
@@ -137,7 +146,7 @@ pub fn attribute(
                 return (
                     key,
                     Drops {
-                        listen_overflows: (input.ack_overflows > 0).then_some(input.ack_overflows),
+                        listen_overflows_at_ack: input.ack_overflows,
                         attribution: UNSEEN,
                         ..Default::default()
                     },
@@ -156,13 +165,15 @@ pub fn attribute(
             };
             let drops = match split {
                 Some((overflow_at_syn, queue_full)) => Drops {
-                    listen_overflows: Some(input.ack_overflows + overflow_at_syn),
+                    listen_overflows: Some(input.ack() + overflow_at_syn),
+                    listen_overflows_at_ack: input.ack_overflows,
                     syn_queue_full: Some(queue_full),
                     listen_drops: input.listen_drops,
                     attribution: if reconciled { EXACT } else { OTHER_DROPS },
                 },
                 None => Drops {
                     listen_overflows: None,
+                    listen_overflows_at_ack: input.ack_overflows,
                     syn_queue_full: None,
                     listen_drops: input.listen_drops,
                     attribution: AMBIGUOUS,
@@ -184,7 +195,7 @@ mod tests {
     fn input(listen_drops: u64, ack_overflows: u64) -> ListenerInput {
         ListenerInput {
             listen_drops: Some(listen_drops),
-            ack_overflows,
+            ack_overflows: Some(ack_overflows),
             syn_received: 100,
         }
     }
@@ -261,7 +272,7 @@ mod tests {
                 ListenerKey::new(1, 80),
                 ListenerInput {
                     listen_drops: Some(0),
-                    ack_overflows: 0,
+                    ack_overflows: Some(0),
                     syn_received: 30,
                 },
             ),
@@ -269,7 +280,7 @@ mod tests {
                 ListenerKey::new(1, 81),
                 ListenerInput {
                     listen_drops: Some(2),
-                    ack_overflows: 0,
+                    ack_overflows: Some(0),
                     syn_received: 52,
                 },
             ),
@@ -295,7 +306,7 @@ mod tests {
                 ListenerKey::new(1, 80),
                 ListenerInput {
                     listen_drops: Some(0),
-                    ack_overflows: 0,
+                    ack_overflows: Some(0),
                     syn_received: 30,
                 },
             ),
@@ -303,7 +314,7 @@ mod tests {
                 ListenerKey::new(1, 81),
                 ListenerInput {
                     listen_drops: Some(0),
-                    ack_overflows: 0,
+                    ack_overflows: Some(0),
                     syn_received: 0,
                 },
             ),
@@ -326,13 +337,14 @@ mod tests {
             ListenerKey::new(1, 80),
             ListenerInput {
                 listen_drops: None,
-                ack_overflows: 2,
+                ack_overflows: Some(2),
                 syn_received: 5,
             },
         )]);
         let d = deltas(&[("ListenOverflows", 2), ("ListenDrops", 2)]);
         let a = &attribute(&d, &listeners)[&ListenerKey::new(1, 80)];
-        assert_eq!(a.listen_overflows, Some(2));
+        assert_eq!(a.listen_overflows, None);
+        assert_eq!(a.listen_overflows_at_ack, Some(2));
         assert_eq!(a.listen_drops, None);
         assert_eq!(a.attribution, UNSEEN);
     }

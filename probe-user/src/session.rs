@@ -120,6 +120,8 @@ impl Session {
             kernel_view: &self.kernel_view,
             queue_depths: &queue_depths,
             observes_synack_retransmits: self.tracer.observes(Stage::SynackRetransmit),
+            observes_ack_overflows: self.tracer.observes(Stage::ListenerDiscards)
+                && self.tracer.listen_overflow_reason.is_some(),
             observes_queues: self.tracer.observes(Stage::Queues),
             ports: &self.ports,
             kernel: preflight::kernel_release(),

@@ -18,6 +18,8 @@ pub struct Sources<'a> {
     /// From the kernel programs' `QUEUES` map; empty where that hook is unavailable.
     pub queue_depths: &'a BTreeMap<ListenerKey, QueueDepths>,
     pub observes_synack_retransmits: bool,
+    /// Listener discards are hooked and the kernel names final-ACK overflows (6.15+).
+    pub observes_ack_overflows: bool,
     pub observes_queues: bool,
     /// Ports the user asked for; empty for all.
     pub ports: &'a [u16],
@@ -56,7 +58,9 @@ pub fn build(sources: &Sources<'_>) -> Report {
                 let discards = stats.map_or(0, |s| s.listener_discards);
                 let input = ListenerInput {
                     listen_drops: view.listen_drops(key).map(|d| d.saturating_sub(discards)),
-                    ack_overflows: stats.map_or(0, |s| s.ack_overflows),
+                    ack_overflows: sources
+                        .observes_ack_overflows
+                        .then(|| stats.map_or(0, |s| s.ack_overflows)),
                     syn_received: stats.map_or(0, |s| s.syn_received),
                 };
                 (key, input)

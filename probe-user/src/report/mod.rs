@@ -4,6 +4,7 @@
 //! never renamed or removed without bumping `schema`.
 
 mod build;
+mod diagnosis;
 mod json;
 mod prometheus;
 mod text;
@@ -136,6 +137,7 @@ pub(crate) mod sample {
                 syn_to_accept_us: summary(150_020.0),
                 drops: Drops {
                     listen_overflows: Some(412),
+                    listen_overflows_at_ack: Some(12),
                     syn_queue_full: Some(0),
                     listen_drops: Some(412),
                     attribution: crate::drops::EXACT,

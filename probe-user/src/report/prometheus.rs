@@ -6,7 +6,12 @@ use std::io::Write;
 use super::{ListenerReport, Report};
 use crate::latency::LatencySummary;
 
-type Counter = (&'static str, &'static str, fn(&ListenerReport) -> u64);
+/// Name, help, value (`None` where the kernel does not let synscope know it: no sample).
+type Counter = (
+    &'static str,
+    &'static str,
+    fn(&ListenerReport) -> Option<u64>,
+);
 type Summary = (
     &'static str,
     &'static str,
@@ -14,28 +19,55 @@ type Summary = (
 );
 
 pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
-    let counters: [Counter; 3] = [
+    let counters: [Counter; 8] = [
         (
             "synscope_syn_received_total",
             "SYNs received by the listener.",
-            |l| l.syn_received,
+            |l| Some(l.syn_received),
         ),
         (
             "synscope_handshakes_total",
             "Handshakes completed (children created).",
-            |l| l.handshakes,
+            |l| Some(l.handshakes),
         ),
         (
             "synscope_accepted_total",
             "Connections returned by accept().",
-            |l| l.accepted,
+            |l| Some(l.accepted),
+        ),
+        (
+            "synscope_listen_drops_total",
+            "All listen drops of the listener (TcpExtListenDrops).",
+            |l| l.drops.listen_drops,
+        ),
+        (
+            "synscope_listen_overflows_total",
+            "Accept queue full, at SYN or final ACK (TcpExtListenOverflows).",
+            |l| l.drops.listen_overflows,
+        ),
+        (
+            "synscope_syn_queue_full_drops_total",
+            "SYNs dropped on a full SYN queue with syncookies off (TcpExtTCPReqQFullDrop).",
+            |l| l.drops.syn_queue_full,
+        ),
+        (
+            "synscope_syncookies_sent_total",
+            "SYN cookies sent (TcpExtSyncookiesSent).",
+            |l| l.cookies.syncookies_sent,
+        ),
+        (
+            "synscope_synack_retransmits_total",
+            "SYN-ACKs sent again by the listener.",
+            |l| l.synack_retransmits,
         ),
     ];
     for (name, help, value) in counters {
         writeln!(out, "# HELP {name} {help}")?;
         writeln!(out, "# TYPE {name} counter")?;
         for listener in &report.listeners {
-            writeln!(out, "{name}{{{}}} {}", labels(listener), value(listener))?;
+            if let Some(value) = value(listener) {
+                writeln!(out, "{name}{{{}}} {value}", labels(listener))?;
+            }
         }
     }
     let summaries: [Summary; 3] = [
@@ -61,12 +93,14 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         for listener in &report.listeners {
             let s = summary(listener);
             let labels = labels(listener);
-            for (quantile, us) in [
-                ("0.5", s.p50),
-                ("0.9", s.p90),
-                ("0.99", s.p99),
-                ("0.999", s.p999),
-            ] {
+            // No sample, no quantile: 0 would read as a measured zero latency.
+            let quantiles = if s.count == 0 {
+                &[][..]
+            } else {
+                &QUANTILES[..]
+            };
+            for &(quantile, at) in quantiles {
+                let us = at(s);
                 writeln!(
                     out,
                     "{name}{{{labels},quantile=\"{quantile}\"}} {}",
@@ -90,6 +124,14 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+type Quantile = (&'static str, fn(&LatencySummary) -> f64);
+const QUANTILES: [Quantile; 4] = [
+    ("0.5", |s| s.p50),
+    ("0.9", |s| s.p90),
+    ("0.99", |s| s.p99),
+    ("0.999", |s| s.p999),
+];
+
 fn labels(listener: &ListenerReport) -> String {
     format!("netns=\"{}\",port=\"{}\"", listener.netns, listener.port)
 }
@@ -111,5 +153,27 @@ mod tests {
             "synscope_accept_wait_seconds_count{netns=\"4026531840\",port=\"8080\"} 100\n"
         ));
         assert!(text.contains("synscope_lost_events_total 0\n"));
+        assert!(
+            text.contains(
+                "synscope_listen_overflows_total{netns=\"4026531840\",port=\"8080\"} 412\n"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_figures_and_empty_distributions_have_no_samples() {
+        let mut report = super::super::sample::report();
+        report.listeners[0].drops.listen_overflows = None;
+        report.listeners[0].handshake_us = Default::default();
+        let mut out = Vec::new();
+        write(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("synscope_listen_overflows_total{"), "{text}");
+        assert!(!text.contains("synscope_handshake_seconds{"), "{text}");
+        assert!(
+            text.contains(
+                "synscope_handshake_seconds_count{netns=\"4026531840\",port=\"8080\"} 0\n"
+            )
+        );
     }
 }

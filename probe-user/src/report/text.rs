@@ -2,10 +2,17 @@
 
 use std::io::Write;
 
-use super::{ListenerReport, Report};
+use super::{ListenerReport, Report, diagnosis};
 use crate::latency::LatencySummary;
 
-const STAGE_ORDER: [&str; 3] = ["syn", "handshake", "accept"];
+const STAGE_ORDER: [&str; 6] = [
+    "syn",
+    "handshake",
+    "accept",
+    "listener_discards",
+    "synack_retransmit",
+    "queues",
+];
 
 pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
@@ -29,6 +36,10 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     for listener in &report.listeners {
         writeln!(out)?;
         write_listener(out, listener)?;
+        write_kernel_side(out, listener)?;
+        for advice in diagnosis::diagnose(listener, report) {
+            write_paragraph(out, "  ! ", &advice)?;
+        }
     }
     Ok(())
 }
@@ -85,6 +96,52 @@ fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Re
         human_us(s.max),
         human_us(s.mean)
     )?;
+    Ok(())
+}
+
+/// Queues and drops, one line each.
+fn write_kernel_side(out: &mut dyn Write, l: &ListenerReport) -> anyhow::Result<()> {
+    let known = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+    let known32 = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
+    writeln!(
+        out,
+        "  queues: backlog {}, accept queue max {}, SYN queue max {}",
+        known32(l.backlog),
+        known32(l.accept_queue_max),
+        known32(l.syn_queue_max)
+    )?;
+    writeln!(
+        out,
+        "  drops: {} in all, {} accept-queue overflows, {} on a full SYN queue",
+        known(l.drops.listen_drops),
+        known(l.drops.listen_overflows),
+        known(l.drops.syn_queue_full),
+    )?;
+    writeln!(
+        out,
+        "  SYN-ACK retransmits {}, SYN cookies sent {}",
+        known(l.synack_retransmits),
+        known(l.cookies.syncookies_sent)
+    )?;
+    Ok(())
+}
+
+/// Prints `text` after `prefix`, wrapped before 80 columns with a hanging indent.
+fn write_paragraph(out: &mut dyn Write, prefix: &str, text: &str) -> anyhow::Result<()> {
+    let indent = " ".repeat(prefix.chars().count());
+    let mut line = prefix.to_owned();
+    for word in text.split_whitespace() {
+        if line.chars().count() > indent.len()
+            && line.chars().count() + 1 + word.chars().count() > 79
+        {
+            writeln!(out, "{line}")?;
+            line = indent.clone();
+        } else if line.chars().count() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    writeln!(out, "{line}")?;
     Ok(())
 }
 
