@@ -79,7 +79,7 @@ pub fn diagnose(listener: &ListenerReport, report: &Report) -> Vec<String> {
 fn clamp_note(backlog: Option<u32>, sysctls: &Sysctls) -> String {
     match (backlog, sysctls.somaxconn) {
         (Some(b), Some(max)) if b == max => {
-            format!(" (= net.core.somaxconn: listen() may have asked for more)")
+            " (= net.core.somaxconn: listen() may have asked for more)".to_owned()
         }
         _ => String::new(),
     }
