@@ -133,6 +133,19 @@ pub struct Traced {
 }
 
 impl Traced {
+    /// The report's own copy of the namespace's counters over the run.
+    pub fn namespace_counter(&self, netns: &Netns, counter: &str) -> u64 {
+        let namespace = self.report["namespaces"]
+            .as_array()
+            .expect("namespaces array")
+            .iter()
+            .find(|n| n["netns"] == netns.inode)
+            .unwrap_or_else(|| panic!("namespace {} not in the report", netns.inode));
+        namespace["counters"][counter]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {counter} in {namespace:#}"))
+    }
+
     /// The report's listener for `port` in `netns`; fails the test if absent.
     pub fn listener(&self, netns: &Netns, port: u16) -> &Value {
         self.report["listeners"]
@@ -147,6 +160,40 @@ impl Traced {
                 )
             })
     }
+}
+
+/// Runs `synscope run --format json -- ip netns exec NS sh -c SCRIPT`: a whole script inside
+/// one namespace.
+pub fn synscope_run_in(netns: &Netns, script: &str) -> Traced {
+    let mut argv = netns.exec();
+    argv.extend(["sh".to_owned(), "-c".to_owned(), script.to_owned()]);
+    synscope_run(&[], &shell(&argv))
+}
+
+/// Sets a net sysctl inside `netns` (they are per namespace).
+pub fn netns_sysctl(netns: &Netns, name: &str, value: &str) {
+    run_ok(Command::new("ip").args([
+        "netns",
+        "exec",
+        &netns.name,
+        "sysctl",
+        "-qw",
+        &format!("{name}={value}"),
+    ]));
+}
+
+/// Shell commands that start and stop dropping the final ACK of handshakes (and any other pure
+/// ACK) sent to `ports`, with nftables in the namespace the script runs in.
+pub fn final_ack_drop(ports: &[u16]) -> (String, String) {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let start = format!(
+        "nft add table inet synscope_test && \
+         nft add chain inet synscope_test out '{{ type filter hook output priority 0; }}' && \
+         nft add rule inet synscope_test out tcp dport '{{ {} }}' \
+             tcp flags '&' '(syn|ack|fin|rst|psh)' == ack drop",
+        ports.join(", ")
+    );
+    (start, "nft delete table inet synscope_test".to_owned())
 }
 
 /// Runs `synscope run --format json [extra] -- sh -c SCRIPT` and returns the parsed report.

@@ -1,0 +1,242 @@
+//! Every kind of listen drop, provoked for real in a fresh namespace with two listening ports
+//! that get different amounts: synscope's per-port figures must add up to the namespace's own
+//! counters (read by the test itself before and after), and be told apart per port.
+
+use synscope_tests::{Netns, Traced, final_ack_drop, netns_sysctl, require_root, synscope_run_in};
+
+const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
+
+/// Runs `script` in `netns` under synscope; returns the report and the namespace's counter
+/// deltas over the run, read independently of synscope.
+fn trace_with_counters(netns: &Netns, script: &str, counters: &[&str]) -> (Traced, Vec<u64>) {
+    let before: Vec<u64> = counters.iter().map(|c| netns.tcp_ext(c)).collect();
+    let traced = synscope_run_in(netns, script);
+    let after: Vec<u64> = counters.iter().map(|c| netns.tcp_ext(c)).collect();
+    let deltas: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    for (counter, delta) in counters.iter().zip(&deltas) {
+        assert_eq!(
+            traced.namespace_counter(netns, counter),
+            *delta,
+            "the report's {counter} differs from the test's own reading"
+        );
+    }
+    (traced, deltas)
+}
+
+fn drops(traced: &Traced, netns: &Netns, port: u16, field: &str) -> u64 {
+    let listener = traced.listener(netns, port);
+    assert_eq!(listener["drops"]["attribution"], "exact", "{listener:#}");
+    listener["drops"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no drops.{field} in {listener:#}"))
+}
+
+/// A server that accepts nothing for the whole run.
+fn stuck_server(port: u16, backlog: u32, duration_ms: u32) -> String {
+    format!(
+        "{SCENARIO} serve --listen 127.0.0.1:{port} --backlog {backlog} --accept-after-ms 60000 \
+         --duration-ms {duration_ms} &"
+    )
+}
+
+fn clients(port: u16, count: u32, hold_ms: u32, timeout_ms: u32) -> String {
+    format!(
+        "{SCENARIO} connect --to 127.0.0.1:{port} --connections {count} --hold-ms {hold_ms} \
+         --timeout-ms {timeout_ms} &"
+    )
+}
+
+#[test]
+fn accept_queue_overflow_at_syn_time_on_two_ports() {
+    require_root();
+    let netns = Netns::new("overflow");
+    // Backlog 2: the accept queue holds 3; the other clients' SYNs find it full. Clients give
+    // up before their first SYN retry, so each sends one SYN.
+    let script = [
+        stuck_server(7601, 2, 1500),
+        stuck_server(7602, 2, 1500),
+        "sleep 0.2".into(),
+        clients(7601, 8, 1000, 500),
+        clients(7602, 15, 1000, 500),
+        "wait".into(),
+    ]
+    .join("\n");
+    let (traced, deltas) =
+        trace_with_counters(&netns, &script, &["ListenOverflows", "ListenDrops"]);
+    let (a, b) = (
+        drops(&traced, &netns, 7601, "listen_overflows"),
+        drops(&traced, &netns, 7602, "listen_overflows"),
+    );
+    assert!(a > 0 && b > a, "overflows {a} and {b}");
+    assert_eq!(
+        a + b,
+        deltas[0],
+        "per-port overflows against ListenOverflows"
+    );
+    let all =
+        drops(&traced, &netns, 7601, "listen_drops") + drops(&traced, &netns, 7602, "listen_drops");
+    assert_eq!(all, deltas[1], "per-port drops against ListenDrops");
+    for port in [7601, 7602] {
+        let listener = traced.listener(&netns, port);
+        assert_eq!(listener["backlog"], 2, "{listener:#}");
+        assert_eq!(listener["accept_queue_max"], 3, "{listener:#}");
+        assert_eq!(listener["handshakes"], 3, "{listener:#}");
+    }
+}
+
+/// Handshakes left pending (their final ACK dropped by nftables) while normal clients fill the
+/// accept queue: when the server retransmits its SYN-ACK, the clients' ACKs find the queue
+/// full. 3 such handshakes on one port, 2 on the other.
+fn final_ack_overflow_script() -> String {
+    let (drop_acks, stop_dropping) = final_ack_drop(&[7611, 7612]);
+    [
+        stuck_server(7611, 5, 2500),
+        stuck_server(7612, 5, 2500),
+        "sleep 0.2".into(),
+        drop_acks,
+        clients(7611, 3, 2000, 1000),
+        clients(7612, 2, 2000, 1000),
+        "sleep 0.2".into(),
+        stop_dropping,
+        // Backlog 5: six completed handshakes fill the accept queue.
+        clients(7611, 6, 1800, 1000),
+        clients(7612, 6, 1800, 1000),
+        "wait".into(),
+    ]
+    .join("\n")
+}
+
+#[test]
+fn final_ack_overflow_is_counted_per_event() {
+    require_root();
+    let netns = Netns::new("ackoverflow");
+    let (traced, deltas) = trace_with_counters(
+        &netns,
+        &final_ack_overflow_script(),
+        &["ListenOverflows", "TCPSynRetrans"],
+    );
+    let mut total = 0;
+    for (port, pending) in [(7611, 3), (7612, 2)] {
+        let at_ack = drops(&traced, &netns, port, "listen_overflows_at_ack");
+        // Every pending handshake overflows at least once, and nothing overflowed at SYN time.
+        assert!(
+            at_ack >= pending,
+            "port {port}: {at_ack} final-ACK overflows"
+        );
+        assert_eq!(drops(&traced, &netns, port, "listen_overflows"), at_ack);
+        assert_eq!(traced.listener(&netns, port)["synack_retransmits"], pending);
+        total += at_ack;
+    }
+    assert_eq!(
+        total, deltas[0],
+        "per-port overflows against ListenOverflows"
+    );
+    assert_eq!(
+        deltas[1], 5,
+        "only the pending handshakes' SYN-ACKs were retransmitted"
+    );
+}
+
+#[test]
+fn final_ack_overflow_with_abort_on_overflow_resets_each_once() {
+    require_root();
+    let netns = Netns::new("abort");
+    netns_sysctl(&netns, "net.ipv4.tcp_abort_on_overflow", "1");
+    let (traced, deltas) = trace_with_counters(
+        &netns,
+        &final_ack_overflow_script(),
+        &["ListenOverflows", "EmbryonicRsts"],
+    );
+    for (port, pending) in [(7611, 3), (7612, 2)] {
+        // The first overflowing ACK is answered with a reset and the handshake is gone.
+        assert_eq!(
+            drops(&traced, &netns, port, "listen_overflows_at_ack"),
+            pending
+        );
+        assert_eq!(drops(&traced, &netns, port, "listen_overflows"), pending);
+    }
+    assert_eq!(deltas, [5, 5]);
+    let namespace = &traced.report["namespaces"][0];
+    assert_eq!(
+        namespace["sysctls"]["tcp_abort_on_overflow"], 1,
+        "{namespace:#}"
+    );
+}
+
+#[test]
+fn syn_queue_full_with_syncookies_off() {
+    require_root();
+    let netns = Netns::new("synqueue");
+    netns_sysctl(&netns, "net.ipv4.tcp_syncookies", "0");
+    // Final ACKs never arrive, so handshakes pile up in the SYN queue until it is full.
+    let (drop_acks, _) = final_ack_drop(&[7621, 7622]);
+    let script = [
+        stuck_server(7621, 4, 2000),
+        stuck_server(7622, 4, 2000),
+        "sleep 0.2".into(),
+        drop_acks,
+        clients(7621, 10, 1500, 1500),
+        clients(7622, 7, 1500, 1500),
+        "wait".into(),
+    ]
+    .join("\n");
+    let (traced, deltas) =
+        trace_with_counters(&netns, &script, &["TCPReqQFullDrop", "ListenOverflows"]);
+    let (a, b) = (
+        drops(&traced, &netns, 7621, "syn_queue_full"),
+        drops(&traced, &netns, 7622, "syn_queue_full"),
+    );
+    assert!(b > 0 && a > b, "SYN-queue drops {a} and {b}");
+    assert_eq!(a + b, deltas[0], "per-port drops against TCPReqQFullDrop");
+    assert_eq!(deltas[1], 0);
+    assert_eq!(drops(&traced, &netns, 7621, "listen_overflows"), 0);
+}
+
+#[test]
+fn syncookies_sent_when_forced() {
+    require_root();
+    let netns = Netns::new("cookies");
+    netns_sysctl(&netns, "net.ipv4.tcp_syncookies", "2");
+    let script = format!(
+        "{SCENARIO} --listen 127.0.0.1:7631 --connections 10 --concurrency 2 &
+         {SCENARIO} --listen 127.0.0.1:7632 --connections 25 --concurrency 3; wait"
+    );
+    let (traced, deltas) =
+        trace_with_counters(&netns, &script, &["SyncookiesSent", "SyncookiesRecv"]);
+    for (port, expected) in [(7631, 10), (7632, 25)] {
+        let listener = traced.listener(&netns, port);
+        assert_eq!(listener["syncookies_sent"], expected, "{listener:#}");
+        assert_eq!(listener["accepted"], expected, "{listener:#}");
+    }
+    assert_eq!(deltas, [35, 35]);
+}
+
+#[test]
+fn synack_retransmits_show_in_the_handshake_time() {
+    require_root();
+    let netns = Netns::new("synack");
+    // The first final ACKs are lost; the SYN-ACK retransmitted after the initial 1 s timeout
+    // gets through.
+    let (drop_acks, stop_dropping) = final_ack_drop(&[7641, 7642]);
+    let script = [
+        drop_acks,
+        format!("{SCENARIO} --listen 127.0.0.1:7641 --connections 4 --concurrency 4 &"),
+        format!("{SCENARIO} --listen 127.0.0.1:7642 --connections 7 --concurrency 7 &"),
+        "sleep 0.5".into(),
+        stop_dropping,
+        "wait".into(),
+    ]
+    .join("\n");
+    let (traced, deltas) = trace_with_counters(&netns, &script, &["TCPSynRetrans"]);
+    for (port, clients) in [(7641, 4), (7642, 7)] {
+        let listener = traced.listener(&netns, port);
+        assert_eq!(listener["synack_retransmits"], clients, "{listener:#}");
+        assert_eq!(listener["handshakes"], clients, "{listener:#}");
+        let p50_s = listener["handshake_us"]["p50"].as_f64().unwrap() / 1e6;
+        assert!(
+            (1.0..1.5).contains(&p50_s),
+            "handshake p50 {p50_s} s, expected the 1 s RTO"
+        );
+    }
+    assert_eq!(deltas, [11]);
+}
