@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
 /// `--name value` pairs from argv[skip..].
 fn flags(skip: usize) -> anyhow::Result<std::collections::HashMap<String, String>> {
     let args: Vec<String> = std::env::args().skip(skip).collect();
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         bail!("flags come in --name value pairs");
     }
     Ok(args
