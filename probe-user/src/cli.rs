@@ -57,6 +57,9 @@ pub enum Command {
     },
     /// Start a local server with a slow single-threaded handler, load it, and show the report.
     Demo,
+    /// Can synscope trace here? Kernel, hooks, queue sysctls and every listening socket at risk.
+    /// Exits 0 when it can trace.
+    Check,
 }
 
 /// Help and version go to stdout as clap prints them; errors become one line on stderr.

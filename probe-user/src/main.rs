@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod btf;
+mod check;
 mod cli;
 mod counters;
 mod demo;
@@ -79,6 +80,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 .await??;
             exit_code = run_command::exit_code(status);
             session
+        }
+        Some(Command::Check) => {
+            preflight::require_root()?;
+            let mut stdout = std::io::stdout().lock();
+            return check::run(&mut stdout);
         }
         Some(Command::Demo) => {
             let duration = args.duration.unwrap_or(demo::DEFAULT_DURATION);

@@ -1,0 +1,90 @@
+//! `synscope check` on a machine with a listener whose accept queue is full.
+
+use std::{
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use synscope_tests::{Netns, require_root, synscope_bin};
+
+const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
+
+#[test]
+fn check_finds_a_full_accept_queue() {
+    require_root();
+    let netns = Netns::new("check");
+    // Backlog 2, never accepting: 3 connections fill the queue, the other 3 are dropped.
+    let script = format!(
+        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 4000 &
+         sleep 0.2
+         {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 3500 --timeout-ms 500
+         wait"
+    );
+    let mut load = Command::new("ip")
+        .args(["netns", "exec", &netns.name, "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the scenario");
+    thread::sleep(Duration::from_millis(1500));
+
+    let output = Command::new(synscope_bin())
+        .arg("check")
+        .output()
+        .expect("run synscope check");
+    let _ = load.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("synscope check: synscope can trace on this machine"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("syn                tp_btf/consume_skb"),
+        "{stdout}"
+    );
+
+    let section = stdout
+        .split(&format!("netns {}\n", netns.inode))
+        .nth(1)
+        .unwrap_or_else(|| panic!("namespace {} missing:\n{stdout}", netns.inode));
+    let line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("127.0.0.1:7651"))
+        .unwrap_or_else(|| panic!("listener missing:\n{section}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[1..3], ["2", "3"], "backlog 2, queue 3: {line}");
+    let drops: u64 = fields[3].parse().unwrap();
+    assert!(drops >= 3, "{line}");
+    assert!(
+        line.contains("queue FULL") && line.contains(&format!("dropped {drops}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn check_without_root_says_so() {
+    require_root();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(synscope_bin())
+        .arg("check")
+        .output()
+        .expect("run synscope check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        stderr.contains("must run as root") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
