@@ -24,7 +24,7 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Trace only this listening port (repeatable); default: every port.
+    /// Trace only this listening port (repeatable, up to 64); default: every port.
     #[arg(short, long = "port", value_name = "PORT", global = true,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
@@ -90,6 +90,9 @@ fn one_line(error: &clap::Error) -> String {
         .unwrap_or(&message)
         .to_owned()
 }
+
+/// The kernel programs' port filter holds this many ports.
+pub const MAX_PORTS: usize = 64;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =

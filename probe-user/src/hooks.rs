@@ -216,9 +216,26 @@ pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>>
 
 fn attach_candidate(ebpf: &mut Ebpf, btf: &Btf, candidate: &Candidate) -> Result<(), String> {
     for spec in candidate.programs {
-        attach_program(ebpf, btf, spec).map_err(|e| short_reason(&e))?;
+        if let Err(e) = attach_program(ebpf, btf, spec) {
+            // A half-attached candidate would count alongside the one that replaces it.
+            for attached in candidate.programs {
+                unload_program(ebpf, attached);
+            }
+            return Err(short_reason(&e));
+        }
     }
     Ok(())
+}
+
+/// Detaches and unloads one program, if loaded.
+fn unload_program(ebpf: &mut Ebpf, spec: &ProgramSpec) {
+    let Some(program) = ebpf.program_mut(spec.program) else {
+        return;
+    };
+    let _ = match spec.attach {
+        Attach::BtfTracePoint { .. } => <&mut BtfTracePoint>::try_from(program).map(|p| p.unload()),
+        Attach::TracePoint { .. } => <&mut TracePoint>::try_from(program).map(|p| p.unload()),
+    };
 }
 
 fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> anyhow::Result<()> {

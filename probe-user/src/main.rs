@@ -18,6 +18,7 @@ mod preflight;
 mod report;
 mod run_command;
 mod session;
+mod signals;
 mod sockdiag;
 mod tracer;
 
@@ -58,6 +59,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let args = &cli.trace;
+    if args.ports.len() > cli::MAX_PORTS {
+        bail!(
+            "at most {} --port filters (or none, to trace every port)",
+            cli::MAX_PORTS
+        );
+    }
+    // A report that cannot be written would waste the whole run: open the file first.
+    let mut sink = session::ReportSink::open(args.output.as_deref())?;
     let options = TraceOptions {
         ports: args.ports.clone(),
     };
@@ -69,14 +78,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let mut session = Session::start(&options)?;
             let mut child = run_command::spawn(command)?;
-            // Ctrl-C reaches the command too; synscope waits for it to exit, then reports.
             let status = session
-                .trace_until(async {
-                    tokio::select! {
-                        status = child.wait() => status,
-                        _ = ignore_interrupts() => unreachable!("ignore_interrupts never returns"),
-                    }
-                })
+                .trace_until(signals::wait_for_command(&mut child))
                 .await??;
             exit_code = run_command::exit_code(status);
             session
@@ -107,7 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             let mut session = Session::start(&options)?;
             server.start(duration)?;
-            session.trace_until(interruptible_sleep(duration)).await?;
+            session
+                .trace_until(signals::sleep_or_stop(duration))
+                .await?;
             session
         }
         None => {
@@ -118,32 +123,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         "synscope: tracing for {} (Ctrl-C to stop early)",
                         humantime::format_duration(duration)
                     );
-                    session.trace_until(interruptible_sleep(duration)).await?;
+                    session
+                        .trace_until(signals::sleep_or_stop(duration))
+                        .await?;
                 }
                 None => {
                     eprintln!("synscope: tracing until Ctrl-C");
-                    session.trace_until(tokio::signal::ctrl_c()).await??;
+                    session.trace_until(signals::stop()).await?;
                 }
             }
             session
         }
     };
     let report = session.report()?;
-    session::write_report(&report, args.format, args.output.as_deref())?;
+    sink.write(&report, args.format)?;
     Ok(exit_code)
-}
-
-/// Sleeps for `duration`, or less if Ctrl-C is pressed.
-async fn interruptible_sleep(duration: std::time::Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-/// Swallows Ctrl-C for as long as it is polled.
-async fn ignore_interrupts() {
-    loop {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

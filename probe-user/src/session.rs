@@ -27,6 +27,10 @@ use crate::{
 /// before the end and queue lengths between the kernel programs' samples.
 const KERNEL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Events handled before the loop looks at its other duties again.
+const DRAIN_BATCH: usize = 4096;
+const FINAL_DRAIN: usize = 65_536;
+
 pub struct Session {
     tracer: Tracer,
     aggregator: Aggregator,
@@ -72,32 +76,40 @@ impl Session {
         tokio::pin!(stop);
         let mut poll = tokio::time::interval(KERNEL_POLL_INTERVAL);
         poll.tick().await; // the first tick is immediate; start already polled
+        // Under a flood the ring buffer may never empty: events are taken in batches, and the
+        // stop condition and polls get their turn between batches.
+        let mut backlogged = false;
         let result = loop {
             tokio::select! {
                 result = &mut stop => break result,
-                readable = self.tracer.readable() => {
+                readable = self.tracer.readable(), if !backlogged => {
                     readable?;
-                    self.drain();
+                    backlogged = self.drain(DRAIN_BATCH);
+                }
+                _ = tokio::task::yield_now(), if backlogged => {
+                    backlogged = self.drain(DRAIN_BATCH);
                 }
                 _ = poll.tick() => self.poll_kernel(),
             }
         };
-        // Everything the traced work caused is already in the ring buffer.
-        self.drain();
+        // Everything the traced work caused is already in the ring buffer (a full one holds
+        // about 40,000 events; a flood that goes on is not waited for).
+        self.drain(FINAL_DRAIN);
         self.poll_kernel();
         Ok(result)
     }
 
-    fn drain(&mut self) {
+    /// Takes up to `limit` events; true if more are waiting.
+    fn drain(&mut self, limit: usize) -> bool {
         let (aggregator, kernel_view) = (&mut self.aggregator, &mut self.kernel_view);
-        self.tracer.drain(|event| {
+        self.tracer.drain(limit, |event| {
             if event.kind == EventKind::ListenerClosed as u32 {
                 let key = ListenerKey::new(event.netns, event.local_port);
                 kernel_view.socket_closed(key, event.socket_inode, event.reason);
             } else {
                 aggregator.record(event);
             }
-        });
+        })
     }
 
     fn poll_kernel(&mut self) {
@@ -132,20 +144,35 @@ impl Session {
     }
 }
 
-/// Writes `report` to `output`, or to standard output.
-pub fn write_report(report: &Report, format: Format, output: Option<&Path>) -> anyhow::Result<()> {
-    match output {
-        Some(path) => {
-            let mut file = File::create(path)
-                .with_context(|| format!("cannot write the report to {}", path.display()))?;
-            report.write(format, &mut file)?;
-            file.flush()?;
-        }
-        None => {
-            let mut stdout = io::stdout().lock();
-            report.write(format, &mut stdout)?;
-            stdout.flush()?;
-        }
+/// Where the report goes: a file opened before tracing starts, or standard output.
+pub enum ReportSink {
+    Stdout,
+    File(File),
+}
+
+impl ReportSink {
+    pub fn open(output: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(match output {
+            Some(path) => Self::File(
+                File::create(path)
+                    .with_context(|| format!("cannot write the report to {}", path.display()))?,
+            ),
+            None => Self::Stdout,
+        })
     }
-    Ok(())
+
+    pub fn write(&mut self, report: &Report, format: Format) -> anyhow::Result<()> {
+        match self {
+            Self::File(file) => {
+                report.write(format, file)?;
+                file.flush()?;
+            }
+            Self::Stdout => {
+                let mut stdout = io::stdout().lock();
+                report.write(format, &mut stdout)?;
+                stdout.flush()?;
+            }
+        }
+        Ok(())
+    }
 }

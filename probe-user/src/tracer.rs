@@ -110,10 +110,13 @@ impl Tracer {
         Ok(())
     }
 
-    /// Hands every event now in the ring buffer to `sink`.
-    pub fn drain(&mut self, mut sink: impl FnMut(&ConnEvent)) {
+    /// Hands up to `limit` events from the ring buffer to `sink`; true if more are waiting.
+    pub fn drain(&mut self, limit: usize, mut sink: impl FnMut(&ConnEvent)) -> bool {
         let ring = self.events.get_mut();
-        while let Some(item) = ring.next() {
+        for _ in 0..limit {
+            let Some(item) = ring.next() else {
+                return false;
+            };
             if item.len() < std::mem::size_of::<ConnEvent>() {
                 continue;
             }
@@ -122,6 +125,7 @@ impl Tracer {
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnEvent>()) };
             sink(&event);
         }
+        true
     }
 
     /// Deepest queues seen per listener, by the kernel programs.

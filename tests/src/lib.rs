@@ -23,18 +23,23 @@ pub fn require_root() {
     );
 }
 
-/// The synscope binary under test: $SYNSCOPE_BIN, or the workspace's debug build.
+/// The synscope binary under test: $SYNSCOPE_BIN, or the workspace's debug build, brought up
+/// to date first (this crate cannot depend on a binary, so plain `cargo test` would not).
 pub fn synscope_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("SYNSCOPE_BIN") {
         return path.into();
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/synscope");
-    assert!(
-        path.exists(),
-        "{} not found: build it first (cargo build -p probe-user) or set SYNSCOPE_BIN",
-        path.display()
-    );
-    path
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run_ok(
+            Command::new(cargo)
+                .args(["build", "--quiet", "--package", "probe-user"])
+                .current_dir(&workspace),
+        );
+    });
+    workspace.join("target/debug/synscope")
 }
 
 /// A network namespace with loopback up, deleted on drop.

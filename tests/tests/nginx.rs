@@ -47,8 +47,11 @@ http {{
     let script = format!(
         "ip netns exec {ns} sh -c '
             nginx -c {conf} & nginx=$!
+            trap \"kill $nginx 2>/dev/null\" EXIT
             for i in $(seq 100); do ss -Hltn \"sport = :7500\" | grep -q . && break; sleep 0.05; done
             ab -n {REQUESTS} -c {CONCURRENCY} http://127.0.0.1:7500/; status=$?
+            # Let nginx accept what is still queued (ab may open a few extra connections).
+            for i in $(seq 100); do ss -Hltn \"sport = :7500\" | awk '\\''{{exit $2}}'\\'' && break; sleep 0.05; done
             kill $nginx; wait $nginx; cat /proc/net/snmp; exit $status'",
         ns = netns.name,
         conf = conf.display()

@@ -81,8 +81,12 @@ pub fn build(sources: &Sources<'_>) -> Report {
         .iter()
         .map(|&(key, stats)| {
             let depths = sources.queue_depths.get(&key);
-            let mut addrs = stats.addrs.clone();
-            addrs.extend(view.addrs(key));
+            // sock_diag shows the sockets as they are; listen events fill in those that closed
+            // before a poll saw them (and may include a listen() that then failed).
+            let mut addrs = view.addrs(key);
+            if addrs.is_empty() {
+                addrs = stats.addrs.clone();
+            }
             let addr = (!addrs.is_empty()).then(|| {
                 addrs
                     .iter()
