@@ -57,10 +57,11 @@ pub static SYN_CONSUMER_START: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static SYN_CONSUMER_END: Global<u64> = Global::new(0);
 
-/// Events to userspace. 4 MiB holds about 43,000 events: several seconds of a SYN flood even if
+/// Events to userspace. 4 MiB holds about 37,000 events: several seconds of a SYN flood even if
 /// userspace stalls; anything beyond is counted in `LOST`.
+pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Events that did not fit in `EVENTS`, per CPU.
 #[map]

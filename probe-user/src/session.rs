@@ -27,6 +27,9 @@ use crate::{
 /// before the end and queue lengths between the kernel programs' samples.
 const KERNEL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often events are collected from the kernel programs' ring buffer.
+const COLLECT_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Events handled before the loop looks at its other duties again.
 const DRAIN_BATCH: usize = 4096;
 const FINAL_DRAIN: usize = 65_536;
@@ -76,6 +79,9 @@ impl Session {
         tokio::pin!(stop);
         let mut poll = tokio::time::interval(KERNEL_POLL_INTERVAL);
         poll.tick().await; // the first tick is immediate; start already polled
+        // The kernel programs wake this loop only when their buffer fills up; otherwise it
+        // collects on this timer.
+        let mut collect = tokio::time::interval(COLLECT_INTERVAL);
         // Under a flood the ring buffer may never empty: events are taken in batches, and the
         // stop condition and polls get their turn between batches.
         let mut backlogged = false;
@@ -87,6 +93,9 @@ impl Session {
                     backlogged = self.drain(DRAIN_BATCH);
                 }
                 _ = tokio::task::yield_now(), if backlogged => {
+                    backlogged = self.drain(DRAIN_BATCH);
+                }
+                _ = collect.tick(), if !backlogged => {
                     backlogged = self.drain(DRAIN_BATCH);
                 }
                 _ = poll.tick() => self.poll_kernel(),

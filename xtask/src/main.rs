@@ -9,6 +9,8 @@ use std::{
     process::{Command, ExitCode, Stdio},
 };
 
+mod bench;
+
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,8 @@ enum Task {
     Test,
     /// Build synscope and run `synscope demo`.
     Demo,
+    /// Measure what tracing costs a loopback connect/accept loop (as root).
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn run(task: Task) -> anyhow::Result<()> {
                 bail!("{failed} tests failed");
             }
         }
+        Task::Bench => bench::run(&root)?,
         Task::Demo => {
             cargo(&root, &["build", "--release", "--package", "probe-user"])?;
             let status = Command::new(root.join("target/release/synscope"))
@@ -82,7 +87,7 @@ fn run(task: Task) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     run_cargo(root, args, false)
 }
 

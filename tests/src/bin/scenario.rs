@@ -175,6 +175,7 @@ fn together() -> anyhow::Result<()> {
         let (connections, delay) = (options.connections, options.accept_delay);
         thread::spawn(move || serve(listener, connections, delay))
     };
+    let started = std::time::Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..options.concurrency)
         .map(|_| {
@@ -196,8 +197,9 @@ fn together() -> anyhow::Result<()> {
     }
     let accepted = server.join().expect("server thread panicked")?;
     println!(
-        "scenario: {accepted} connections accepted on {}",
-        options.listen
+        "scenario: {accepted} connections accepted on {} in {} us",
+        options.listen,
+        started.elapsed().as_micros()
     );
     Ok(())
 }
