@@ -1,15 +1,20 @@
-//! Stage 3, accept(), tracepoint backend: the exits of accept(2) and accept4(2).
+//! Stage 3, accept().
 //!
-//! The syscall returns a file descriptor; the accepted child is found by walking the calling
-//! task's file table: task->files->fdt->fd[ret]->private_data (struct socket) ->sk.
-//! io_uring and in-kernel accepts do not pass through these syscalls.
+//! fentry and kprobe backends: the return of `inet_csk_accept`, the accepted child itself;
+//! covers accept(2), accept4(2), io_uring and in-kernel accepts. Only the return value is read,
+//! so one program serves the signature before and after 6.10.
+//!
+//! Tracepoint backend: the exits of accept(2) and accept4(2). The syscall returns a file
+//! descriptor; the accepted child is found by walking the calling task's file table:
+//! task->files->fdt->fd[ret]->private_data (struct socket) ->sk. io_uring and in-kernel
+//! accepts do not pass through these syscalls.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fexit, kretprobe, tracepoint},
+    programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{ConnEvent, EventKind, KernelOffsets};
 
@@ -36,6 +41,27 @@ pub fn accept_exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[fexit(function = "inet_csk_accept")]
+pub fn accept_fexit(ctx: FExitContext) -> u32 {
+    if let Ok(child) = ctx.ret::<u64>()
+        && child != 0
+    {
+        let config = config();
+        let _ = on_accepted_sock(&config.offsets, child, &config);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn accept_kretprobe(ctx: RetProbeContext) -> u32 {
+    let child: u64 = ctx.ret();
+    if child != 0 {
+        let config = config();
+        let _ = on_accepted_sock(&config.offsets, child, &config);
+    }
+    0
+}
+
 #[inline(always)]
 fn on_accept_exit(ctx: &TracePointContext) {
     let Ok(fd) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET) }) else {
@@ -54,7 +80,15 @@ fn on_accepted_fd(
     fd: u64,
     config: &probe_common::ProbeConfig,
 ) -> Result<(), i32> {
-    let sk = socket_of_fd(offsets, fd)?;
+    on_accepted_sock(offsets, socket_of_fd(offsets, fd)?, config)
+}
+
+#[inline(always)]
+fn on_accepted_sock(
+    offsets: &KernelOffsets,
+    sk: u64,
+    config: &probe_common::ProbeConfig,
+) -> Result<(), i32> {
     // accept() also serves Unix, MPTCP and SCTP sockets.
     if read::<u16>(sk, offsets.sk_protocol)? != IPPROTO_TCP {
         return Ok(());

@@ -1,15 +1,24 @@
-//! Stage 1, SYN arrival, tracepoint backend.
+//! Stage 1, SYN arrival.
 //!
-//! No tracepoint fires when a listener receives a SYN, but the SYN is always released with
+//! fentry and kprobe backends: the entry of `tcp_conn_request(rsk_ops, af_ops, sk, skb)`, which
+//! every SYN to a listener (IPv4 and IPv6) goes through, with the listener at hand.
+//!
+//! Tracepoint backend: no tracepoint fires when a listener receives a SYN, but the SYN is always
+//! released with
 //! `consume_skb` from inside `tcp_rcv_state_process` (accepted or dropped), so `consume_skb` with
 //! a `location` in that function, carrying a TCP segment with SYN and without ACK, is exactly one
 //! SYN handled by a listener. Its 4-tuple is parsed from the packet headers.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, fentry, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
 use probe_common::{ConnEvent, EventKind, FlowKey, KernelOffsets, SynStamp};
 
 use crate::{
     emit,
+    kernel::{net_inum, read},
     maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config, port_wanted},
     packet::{parse_tcp, skb_netns},
 };
@@ -27,14 +36,32 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     }
     let config = config();
     let skb: u64 = ctx.arg(0);
-    let _ = on_syn(&config.offsets, skb, &config);
+    let _ = on_syn(&config.offsets, skb, 0, &config);
     0
 }
 
+#[fentry(function = "tcp_conn_request")]
+pub fn syn_fentry(ctx: FEntryContext) -> u32 {
+    let config = config();
+    let _ = on_syn(&config.offsets, ctx.arg(3), ctx.arg(2), &config);
+    0
+}
+
+#[kprobe]
+pub fn syn_kprobe(ctx: ProbeContext) -> u32 {
+    let config = config();
+    if let (Some(listener), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
+        let _ = on_syn(&config.offsets, skb, listener, &config);
+    }
+    0
+}
+
+/// One SYN to a listener; `listener` is 0 where the hook does not have it.
 #[inline(always)]
 fn on_syn(
     offsets: &KernelOffsets,
     skb: u64,
+    listener: u64,
     config: &probe_common::ProbeConfig,
 ) -> Result<(), i32> {
     let Some(segment) = parse_tcp(offsets, skb)? else {
@@ -46,7 +73,11 @@ fn on_syn(
     if !port_wanted(config, segment.local_port) {
         return Ok(());
     }
-    let netns = skb_netns(offsets, skb)?;
+    let netns = if listener != 0 {
+        net_inum(offsets, read::<u64>(listener, offsets.sk_net)?)?
+    } else {
+        skb_netns(offsets, skb)?
+    };
     let now = unsafe { bpf_ktime_get_ns() };
 
     let key = FlowKey {

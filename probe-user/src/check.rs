@@ -5,6 +5,7 @@ use std::{fs, io::Write, path::Path};
 
 use crate::{
     counters::Sysctls,
+    hooks::HookChoice,
     inventory::{self, NetnsState},
     preflight,
     sockdiag::DiagListener,
@@ -22,28 +23,26 @@ pub struct Findings {
     pub namespaces: Vec<NetnsState>,
 }
 
-pub fn run(out: &mut dyn Write) -> anyhow::Result<u8> {
-    let tracing = Tracer::start(&TraceOptions::default())
+pub fn run(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
+    let options = TraceOptions {
+        hooks,
+        ..Default::default()
+    };
+    let tracing = Tracer::start(&options)
         .map(|tracer| {
             tracer
                 .hooks
                 .iter()
                 .map(|hook| {
-                    let skipped: Vec<String> = hook
-                        .skipped
-                        .iter()
-                        .map(|(label, why)| format!("{label}: {why}"))
-                        .collect();
-                    let note = if skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", skipped.join("; "))
-                    };
-                    format!(
-                        "{:<18} {}{note}",
+                    let mut line = format!(
+                        "{:<18} {}",
                         hook.stage.name(),
                         hook.active.unwrap_or("unavailable")
-                    )
+                    );
+                    for (label, why) in &hook.skipped {
+                        line.push_str(&format!("\n    not {label}: {why}"));
+                    }
+                    line
                 })
                 .collect()
         })

@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::report::Format;
+use crate::{hooks::HookChoice, report::Format};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +36,11 @@ pub struct TraceArgs {
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Format::Text, global = true)]
     pub format: Format,
+
+    /// Which kind of kernel hook to use where a stage offers a choice: auto picks the best that
+    /// works (fentry, then kprobe, then tracepoint).
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto, global = true)]
+    pub hooks: HookChoice,
 
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE", global = true)]

@@ -9,7 +9,7 @@ use std::fmt;
 use anyhow::anyhow;
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
 
 /// A stage of the passive open that synscope measures.
@@ -47,11 +47,54 @@ impl Stage {
     }
 }
 
+/// The kinds of hook, in synscope's order of preference: fentry and kprobes see what
+/// tracepoints cannot (the listener at SYN time, io_uring accepts), fentry more cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookKind {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+/// `--hooks`: let each stage pick, or insist on one kind where a stage offers it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookChoice {
+    #[default]
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl HookChoice {
+    fn kind(self) -> Option<HookKind> {
+        match self {
+            HookChoice::Auto => None,
+            HookChoice::Fentry => Some(HookKind::Fentry),
+            HookChoice::Kprobe => Some(HookKind::Kprobe),
+            HookChoice::Tracepoint => Some(HookKind::Tracepoint),
+        }
+    }
+}
+
 /// How one program attaches.
 #[derive(Clone, Copy, Debug)]
 pub enum Attach {
+    /// fentry / fexit on a kernel function (BTF-typed, cheapest).
+    FEntry {
+        function: &'static str,
+    },
+    FExit {
+        function: &'static str,
+    },
+    /// kprobe / kretprobe on a kernel function (both are aya `KProbe`s).
+    KProbe {
+        function: &'static str,
+    },
     /// BTF-enabled raw tracepoint (`tp_btf`).
-    BtfTracePoint { event: &'static str },
+    BtfTracePoint {
+        event: &'static str,
+    },
     /// Classic tracepoint (`category:name` in tracefs).
     TracePoint {
         category: &'static str,
@@ -69,92 +112,140 @@ pub struct ProgramSpec {
 /// A way to observe a stage: all of its programs must attach.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate {
+    pub kind: HookKind,
     /// Shown to the user, e.g. `tp_btf/consume_skb`.
     pub label: &'static str,
     pub programs: &'static [ProgramSpec],
+}
+
+/// A candidate made of one program.
+macro_rules! one {
+    ($kind:expr, $label:expr, $program:expr, $attach:expr $(,)?) => {
+        Candidate {
+            kind: $kind,
+            label: $label,
+            programs: &[ProgramSpec {
+                program: $program,
+                attach: $attach,
+            }],
+        }
+    };
 }
 
 /// Candidates per stage, best first.
 pub const PLAN: &[(Stage, &[Candidate])] = &[
     (
         Stage::Syn,
-        &[Candidate {
-            label: "tp_btf/consume_skb",
-            programs: &[ProgramSpec {
-                program: "syn_consume_skb",
-                attach: Attach::BtfTracePoint {
+        &[
+            one!(
+                HookKind::Fentry,
+                "fentry/tcp_conn_request",
+                "syn_fentry",
+                Attach::FEntry {
+                    function: "tcp_conn_request",
+                }
+            ),
+            one!(
+                HookKind::Kprobe,
+                "kprobe/tcp_conn_request",
+                "syn_kprobe",
+                Attach::KProbe {
+                    function: "tcp_conn_request",
+                }
+            ),
+            one!(
+                HookKind::Tracepoint,
+                "tp_btf/consume_skb",
+                "syn_consume_skb",
+                Attach::BtfTracePoint {
                     event: "consume_skb",
-                },
-            }],
-        }],
+                }
+            ),
+        ],
     ),
     (
         Stage::Handshake,
-        &[Candidate {
-            label: "tp_btf/inet_sock_set_state",
-            programs: &[ProgramSpec {
-                program: "handshake_set_state",
-                attach: Attach::BtfTracePoint {
-                    event: "inet_sock_set_state",
-                },
-            }],
-        }],
+        // A tracepoint on every kernel synscope supports, with the socket at hand.
+        &[one!(
+            HookKind::Tracepoint,
+            "tp_btf/inet_sock_set_state",
+            "handshake_set_state",
+            Attach::BtfTracePoint {
+                event: "inet_sock_set_state",
+            },
+        )],
     ),
     (
         Stage::Accept,
-        &[Candidate {
-            label: "tracepoint/syscalls:sys_exit_accept{,4}",
-            programs: &[
-                ProgramSpec {
-                    program: "accept_exit_accept4",
-                    attach: Attach::TracePoint {
-                        category: "syscalls",
-                        name: "sys_exit_accept4",
+        &[
+            one!(
+                HookKind::Fentry,
+                "fexit/inet_csk_accept",
+                "accept_fexit",
+                Attach::FExit {
+                    function: "inet_csk_accept",
+                }
+            ),
+            one!(
+                HookKind::Kprobe,
+                "kretprobe/inet_csk_accept",
+                "accept_kretprobe",
+                Attach::KProbe {
+                    function: "inet_csk_accept",
+                }
+            ),
+            Candidate {
+                kind: HookKind::Tracepoint,
+                label: "tracepoint/syscalls:sys_exit_accept{,4}",
+                programs: &[
+                    ProgramSpec {
+                        program: "accept_exit_accept4",
+                        attach: Attach::TracePoint {
+                            category: "syscalls",
+                            name: "sys_exit_accept4",
+                        },
                     },
-                },
-                ProgramSpec {
-                    program: "accept_exit_accept",
-                    attach: Attach::TracePoint {
-                        category: "syscalls",
-                        name: "sys_exit_accept",
+                    ProgramSpec {
+                        program: "accept_exit_accept",
+                        attach: Attach::TracePoint {
+                            category: "syscalls",
+                            name: "sys_exit_accept",
+                        },
                     },
-                },
-            ],
-        }],
+                ],
+            },
+        ],
     ),
     (
         Stage::ListenerDiscards,
-        &[Candidate {
-            label: "tp_btf/kfree_skb",
-            programs: &[ProgramSpec {
-                program: "discard_kfree_skb",
-                attach: Attach::BtfTracePoint { event: "kfree_skb" },
-            }],
-        }],
+        &[one!(
+            HookKind::Tracepoint,
+            "tp_btf/kfree_skb",
+            "discard_kfree_skb",
+            Attach::BtfTracePoint { event: "kfree_skb" }
+        )],
     ),
     (
         Stage::SynackRetransmit,
-        &[Candidate {
-            label: "tp_btf/tcp_retransmit_synack",
-            programs: &[ProgramSpec {
-                program: "synack_retransmit",
-                attach: Attach::BtfTracePoint {
-                    event: "tcp_retransmit_synack",
-                },
-            }],
-        }],
+        &[one!(
+            HookKind::Tracepoint,
+            "tp_btf/tcp_retransmit_synack",
+            "synack_retransmit",
+            Attach::BtfTracePoint {
+                event: "tcp_retransmit_synack",
+            },
+        )],
     ),
     (
         Stage::Queues,
-        &[Candidate {
-            label: "tp_btf/sk_data_ready",
-            programs: &[ProgramSpec {
-                program: "queues_data_ready",
-                attach: Attach::BtfTracePoint {
-                    event: "sk_data_ready",
-                },
-            }],
-        }],
+        &[one!(
+            HookKind::Tracepoint,
+            "tp_btf/sk_data_ready",
+            "queues_data_ready",
+            Attach::BtfTracePoint {
+                event: "sk_data_ready",
+            }
+        )],
     ),
 ];
 
@@ -179,13 +270,24 @@ impl fmt::Display for StageHook {
     }
 }
 
-/// Loads and attaches the first working candidate of every stage.
-pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>> {
+/// Loads and attaches the first working candidate of every stage. With a forced kind, a stage
+/// that offers that kind uses it or fails; the others keep their own.
+pub fn attach_plan(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    choice: HookChoice,
+) -> anyhow::Result<Vec<StageHook>> {
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
+        let forced = choice
+            .kind()
+            .filter(|kind| candidates.iter().any(|c| c.kind == *kind));
         let mut skipped = Vec::new();
         let mut active = None;
-        for candidate in candidates {
+        for candidate in candidates
+            .iter()
+            .filter(|c| forced.is_none_or(|kind| c.kind == kind))
+        {
             match attach_candidate(ebpf, btf, candidate) {
                 Ok(()) => {
                     active = Some(candidate.label);
@@ -193,6 +295,15 @@ pub fn attach_plan(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<Vec<StageHook>>
                 }
                 Err(reason) => skipped.push((candidate.label, reason)),
             }
+        }
+        if let (None, Some(kind)) = (active, forced) {
+            let reasons: Vec<String> = skipped.iter().map(|(_, reason)| reason.clone()).collect();
+            return Err(anyhow!(
+                "--hooks {}: the {} stage cannot use it on this kernel: {}",
+                format!("{kind:?}").to_lowercase(),
+                stage.name(),
+                reasons.join("; ")
+            ));
         }
         if active.is_none() && stage.required() {
             let reasons: Vec<String> = skipped
@@ -233,6 +344,9 @@ fn unload_program(ebpf: &mut Ebpf, spec: &ProgramSpec) {
         return;
     };
     let _ = match spec.attach {
+        Attach::FEntry { .. } => <&mut FEntry>::try_from(program).map(|p| p.unload()),
+        Attach::FExit { .. } => <&mut FExit>::try_from(program).map(|p| p.unload()),
+        Attach::KProbe { .. } => <&mut KProbe>::try_from(program).map(|p| p.unload()),
         Attach::BtfTracePoint { .. } => <&mut BtfTracePoint>::try_from(program).map(|p| p.unload()),
         Attach::TracePoint { .. } => <&mut TracePoint>::try_from(program).map(|p| p.unload()),
     };
@@ -243,6 +357,21 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> anyhow::Res
         .program_mut(spec.program)
         .ok_or_else(|| anyhow!("program {} missing from the eBPF object", spec.program))?;
     match spec.attach {
+        Attach::FEntry { function } => {
+            let program: &mut FEntry = program.try_into()?;
+            program.load(function, btf)?;
+            program.attach()?;
+        }
+        Attach::FExit { function } => {
+            let program: &mut FExit = program.try_into()?;
+            program.load(function, btf)?;
+            program.attach()?;
+        }
+        Attach::KProbe { function } => {
+            let program: &mut KProbe = program.try_into()?;
+            program.load()?;
+            program.attach(function, 0)?;
+        }
         Attach::BtfTracePoint { event } => {
             let program: &mut BtfTracePoint = program.try_into()?;
             program.load(event, btf)?;
@@ -265,18 +394,56 @@ fn short_reason(error: &anyhow::Error) -> String {
         verifier_log,
     }) = error.downcast_ref::<ProgramError>()
     {
-        let last = verifier_log
-            .to_string()
+        let log = verifier_log.to_string();
+        let last = log
             .lines()
             .rev()
-            .find(|line| !line.trim().is_empty())
-            .unwrap_or_default()
-            .to_owned();
-        return format!("load failed: {io_error}; verifier: {last}");
+            .map(str::trim)
+            .find(|line| !line.is_empty());
+        return match last {
+            Some(last) => format!("the verifier rejected it: {last}"),
+            None => format!("the kernel refused to load it: {io_error}"),
+        };
     }
-    format!("{error:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    let text = format!("{error:#}");
+    // aya attaches kprobes through the perf kprobe PMU.
+    if text.contains("devices/kprobe") {
+        return "no kprobe PMU (kernel built without CONFIG_KPROBES)".to_owned();
+    }
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_once_best_kind_first_with_a_tracepoint_last() {
+        let stages: Vec<Stage> = PLAN.iter().map(|(stage, _)| *stage).collect();
+        let mut unique = stages.clone();
+        unique.dedup();
+        assert_eq!(stages, unique);
+        for (stage, candidates) in PLAN {
+            let kinds: Vec<HookKind> = candidates.iter().map(|c| c.kind).collect();
+            let rank = |k: &HookKind| *k as u8;
+            assert!(
+                kinds.windows(2).all(|w| rank(&w[0]) < rank(&w[1])),
+                "{stage:?}: {kinds:?}"
+            );
+            // Tracepoints are the last resort that must exist for every stage.
+            assert_eq!(kinds.last(), Some(&HookKind::Tracepoint), "{stage:?}");
+        }
+    }
+
+    #[test]
+    fn one_line_reasons() {
+        let missing_pmu =
+            anyhow!("`/sys/bus/event_source/devices/kprobe/type`: No such file or directory");
+        assert_eq!(
+            short_reason(&missing_pmu),
+            "no kprobe PMU (kernel built without CONFIG_KPROBES)"
+        );
+        let multi = anyhow!("first line\nsecond line");
+        assert_eq!(short_reason(&multi), "first line");
+    }
 }

@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut sink = session::ReportSink::open(args.output.as_deref())?;
     let options = TraceOptions {
         ports: args.ports.clone(),
+        hooks: args.hooks,
     };
     let mut exit_code = 0;
     let session = match &cli.command {
@@ -87,13 +88,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Check) => {
             preflight::require_root()?;
             let mut stdout = std::io::stdout().lock();
-            return check::run(&mut stdout);
+            return check::run(&mut stdout, args.hooks);
         }
         Some(Command::Demo) => {
             let duration = args.duration.unwrap_or(demo::DEFAULT_DURATION);
             let server = demo::Demo::bind()?;
             let options = TraceOptions {
                 ports: vec![server.addr.port()],
+                hooks: args.hooks,
             };
             eprintln!(
                 "demo: a server on {} spends {} ms of CPU on each request in one thread\n\

@@ -46,19 +46,14 @@ impl Session {
     /// Attaches the kernel programs; tracing is live when this returns.
     pub fn start(options: &TraceOptions) -> anyhow::Result<Self> {
         let tracer = Tracer::start(options)?;
-        for hook in &tracer.hooks {
-            for (better, reason) in &hook.skipped {
-                match hook.active {
-                    Some(active) => eprintln!(
-                        "synscope: {} stage uses {active} because {better} is unavailable: {reason}",
-                        hook.stage.name()
-                    ),
-                    None => eprintln!(
-                        "synscope: {} not observed on this kernel: {reason}",
-                        hook.stage.name()
-                    ),
-                }
-            }
+        // Fallbacks are normal (synscope check explains them); a stage nobody observes is not.
+        for hook in tracer.hooks.iter().filter(|h| h.active.is_none()) {
+            let reasons: Vec<String> = hook.skipped.iter().map(|(_, why)| why.clone()).collect();
+            eprintln!(
+                "synscope: {} not observed on this kernel: {}",
+                hook.stage.name(),
+                reasons.join("; ")
+            );
         }
         let mut session = Self {
             aggregator: Aggregator {

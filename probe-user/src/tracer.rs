@@ -21,6 +21,7 @@ const SYN_CONSUMER: &str = "tcp_rcv_state_process";
 pub struct TraceOptions {
     /// Only these ports; empty means every port.
     pub ports: Vec<u16>,
+    pub hooks: hooks::HookChoice,
 }
 
 /// Attached kernel programs. Dropping it detaches them.
@@ -90,7 +91,7 @@ impl Tracer {
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
         )?;
         // Attach last: maps and filters are in place before the first event.
-        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf)?;
+        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf, options.hooks)?;
         Ok(Self {
             _ebpf: ebpf,
             queues,

@@ -68,3 +68,30 @@ fn a_command_that_cannot_start_is_an_error() {
     assert_ne!(code, 0);
     assert!(stderr.contains("cannot run /nonexistent/cmd"), "{stderr}");
 }
+
+#[test]
+fn a_forced_hook_kind_is_used_or_refused_with_the_stage_named() {
+    require_root();
+    for kind in ["fentry", "kprobe", "tracepoint"] {
+        let output = Command::new(synscope_bin())
+            .args(["--hooks", kind, "--duration", "200ms", "--format", "json"])
+            .output()
+            .expect("run synscope");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let syn = report["hooks"]["syn"].as_str().unwrap();
+            let expected = if kind == "tracepoint" { "tp_btf" } else { kind };
+            assert!(syn.starts_with(expected), "--hooks {kind} used {syn}");
+        } else {
+            let error = stderr.lines().last().unwrap_or_default();
+            assert!(
+                error.starts_with(&format!(
+                    "Error: --hooks {kind}: the syn stage cannot use it"
+                )),
+                "{stderr}"
+            );
+            assert_ne!(kind, "tracepoint", "tracepoints must work here: {stderr}");
+        }
+    }
+}
