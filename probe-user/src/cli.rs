@@ -39,7 +39,8 @@ pub struct TraceArgs {
 
     /// Which kind of kernel hook to use where a stage offers a choice: auto picks the best that
     /// works (fentry, then kprobe, then tracepoint).
-    #[arg(long, value_enum, default_value_t = HookChoice::Auto, global = true)]
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto, global = true,
+          env = "SYNSCOPE_HOOKS")]
     pub hooks: HookChoice,
 
     /// Write the report to this file instead of standard output.

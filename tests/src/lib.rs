@@ -42,6 +42,18 @@ pub fn synscope_bin() -> PathBuf {
     workspace.join("target/debug/synscope")
 }
 
+/// The prefix of the SYN-stage hook the report must name: the backend forced through
+/// `SYNSCOPE_HOOKS` (as the kernel matrix does), or this machine's tracepoints.
+pub fn expected_syn_hook() -> &'static str {
+    match std::env::var("SYNSCOPE_HOOKS").as_deref() {
+        Ok("fentry") => "fentry/",
+        Ok("kprobe") => "kprobe/",
+        Ok("tracepoint") => "tp_btf/",
+        // auto: the best this kernel allows, which on the development machines is a tracepoint.
+        _ => "",
+    }
+}
+
 /// A network namespace with loopback up, deleted on drop.
 pub struct Netns {
     pub name: String,

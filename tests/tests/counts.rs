@@ -1,6 +1,6 @@
 //! Every connection counted once at each stage, with concurrent clients.
 
-use synscope_tests::{Netns, require_root, scenario, synscope_run};
+use synscope_tests::{Netns, expected_syn_hook, require_root, scenario, synscope_run};
 
 #[test]
 fn n_connections_give_exactly_n_at_every_stage() {
