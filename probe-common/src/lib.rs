@@ -222,6 +222,18 @@ pub struct SynStamp {
     pub _pad: u32,
 }
 
+/// A child returned by accept() before its handshake was marked complete: with fexit or a
+/// kretprobe on `inet_csk_accept`, another CPU can dequeue a child in the instant between its
+/// queueing and its move to ESTABLISHED. The accept is reported when the handshake completes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EarlyAccept {
+    pub accepted_ns: u64,
+    pub pid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+
 /// Timestamps of a child socket between handshake and accept(), keyed by the socket's address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,6 +248,7 @@ const _: () = assert!(core::mem::size_of::<ConnEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ChildStamps>() == 16);
 const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
+const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
 

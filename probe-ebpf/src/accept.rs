@@ -16,12 +16,12 @@ use aya_ebpf::{
     macros::{fexit, kretprobe, tracepoint},
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
-use probe_common::{ConnEvent, EventKind, KernelOffsets};
+use probe_common::{ChildStamps, ConnEvent, EarlyAccept, EventKind, KernelOffsets, TCP_SYN_RECV};
 
 use crate::{
     emit,
-    kernel::{read, sock_endpoints},
-    maps::{CHILDREN, config, port_wanted},
+    kernel::{SockEndpoints, read, sock_endpoints},
+    maps::{CHILDREN, EARLY_ACCEPTS, config, port_wanted},
 };
 
 /// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
@@ -100,18 +100,45 @@ fn on_accepted_sock(
         return Ok(());
     }
     let now = unsafe { bpf_ktime_get_ns() };
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or_default();
     let stamps = match unsafe { CHILDREN.get(&sk) } {
         Some(&stamps) => {
             let _ = CHILDREN.remove(&sk);
             stamps
         }
-        None => Default::default(),
+        None => {
+            // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
+            if read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_SYN_RECV) {
+                let early = EarlyAccept {
+                    accepted_ns: now,
+                    pid,
+                    _pad: 0,
+                    comm,
+                };
+                let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
+                return Ok(());
+            }
+            Default::default()
+        }
     };
+    send_accept(&child, stamps, now, pid, comm);
+    Ok(())
+}
 
+/// The Accept event of `child`.
+#[inline(always)]
+pub fn send_accept(
+    child: &SockEndpoints,
+    stamps: ChildStamps,
+    accepted_ns: u64,
+    pid: u32,
+    comm: [u8; 16],
+) {
     let mut event = ConnEvent::zeroed();
     event.kind = EventKind::Accept as u32;
     event.netns = child.netns;
-    event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    event.pid = pid;
     event.family = child.family;
     event.local_port = child.local_port;
     event.remote_port = child.remote_port;
@@ -119,10 +146,9 @@ fn on_accepted_sock(
     event.remote_addr = child.remote_addr;
     event.syn_ns = stamps.syn_ns;
     event.established_ns = stamps.established_ns;
-    event.accepted_ns = now;
-    event.comm = bpf_get_current_comm().unwrap_or_default();
+    event.accepted_ns = accepted_ns;
+    event.comm = comm;
     emit::send(&event);
-    Ok(())
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.

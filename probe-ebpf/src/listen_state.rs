@@ -20,9 +20,10 @@ use probe_common::{
 };
 
 use crate::{
+    accept::send_accept,
     emit,
     kernel::{read, sock_endpoints},
-    maps::{CHILDREN, SYN_TIMES, config, port_wanted},
+    maps::{CHILDREN, EARLY_ACCEPTS, SYN_TIMES, config, port_wanted},
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -65,14 +66,24 @@ fn on_established(sk: u64) -> Result<(), i32> {
         }
         None => 0,
     };
-    // A TCP Fast Open child can be accepted before its handshake completes: then there is no
-    // accept to wait for, and an entry would only linger.
-    let already_accepted = read::<u64>(sk, config.offsets.sk_socket)? != 0;
-    if !already_accepted {
-        let stamps = ChildStamps {
-            syn_ns,
-            established_ns: now,
-        };
+    let stamps = ChildStamps {
+        syn_ns,
+        established_ns: now,
+    };
+    if let Some(early) = unsafe { EARLY_ACCEPTS.get(&sk) } {
+        // accept() already returned it: the wait in the accept queue was nil.
+        let early = *early;
+        let _ = EARLY_ACCEPTS.remove(&sk);
+        send_accept(
+            &child,
+            stamps,
+            now.max(early.accepted_ns),
+            early.pid,
+            early.comm,
+        );
+    } else if read::<u64>(sk, config.offsets.sk_socket)? == 0 {
+        // (A TCP Fast Open child can be accepted before its handshake completes, through
+        // accept(2): then there is no accept to wait for, and an entry would only linger.)
         let _ = CHILDREN.insert(&sk, &stamps, 0);
     }
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    ChildStamps, FlowKey, KernelOffsets, ListenerKey, PENDING_ENTRIES, ProbeConfig, QueueDepths,
-    SynStamp,
+    ChildStamps, EarlyAccept, FlowKey, KernelOffsets, ListenerKey, PENDING_ENTRIES, ProbeConfig,
+    QueueDepths, SynStamp,
 };
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
@@ -75,6 +75,10 @@ pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
 #[map]
 pub static SYN_TIMES: LruHashMap<FlowKey, SynStamp> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Children accepted before their handshake was marked complete, keyed by `struct sock *`.
+#[map]
+pub static EARLY_ACCEPTS: LruHashMap<u64, EarlyAccept> = LruHashMap::with_max_entries(4096, 0);
 
 /// Child sockets waiting in an accept queue, keyed by `struct sock *`.
 #[map]

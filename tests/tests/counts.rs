@@ -28,10 +28,10 @@ fn n_connections_give_exactly_n_at_every_stage() {
     assert_eq!(listener["addr"], "127.0.0.1");
     assert_eq!(traced.report["lost_events"], 0);
     assert_eq!(traced.report["schema"], 1);
-    assert_eq!(
-        traced.report["hooks"]["syn"], "tp_btf/consume_skb",
-        "{:#}",
-        traced.report["hooks"]
+    let syn_hook = traced.report["hooks"]["syn"].as_str().unwrap_or_default();
+    assert!(
+        syn_hook.starts_with(expected_syn_hook()) && !syn_hook.is_empty(),
+        "{syn_hook}"
     );
 }
 

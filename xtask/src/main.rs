@@ -10,6 +10,7 @@ use std::{
 };
 
 mod bench;
+mod vm;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Task {
     Demo,
     /// Measure what tracing costs a loopback connect/accept loop (as root).
     Bench,
+    /// The integration tests on Debian's 6.1 and 6.12 kernels under QEMU, per backend.
+    VmTest(vm::Selection),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             }
         }
         Task::Bench => bench::run(&root)?,
+        Task::VmTest(selection) => vm::run(&root, &selection)?,
         Task::Demo => {
             cargo(&root, &["build", "--release", "--package", "probe-user"])?;
             let status = Command::new(root.join("target/release/synscope"))
@@ -139,7 +143,7 @@ fn cargo_test(root: &Path, args: &[&str]) -> anyhow::Result<(u64, u64)> {
 }
 
 /// In "ok. 3 passed; 0 failed; ...", the number before `label`.
-fn count_before(result: &str, label: &str) -> u64 {
+pub fn count_before(result: &str, label: &str) -> u64 {
     let words: Vec<&str> = result
         .split(|c: char| c == ';' || c.is_whitespace())
         .collect();

@@ -1,0 +1,38 @@
+#!/bin/sh
+# /init of the kernel-matrix VM: mounts what synscope and the tests need, runs the integration
+# tests once per backend, prints one VMTEST line each, and powers off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+for module in $(cat /modules/order); do insmod "/modules/$module"; done
+ip link set lo up
+mkdir -p /run/netns /var/lib/nginx /var/log/nginx
+release=$(uname -r)
+export SYNSCOPE_BIN RUST_BACKTRACE=0
+# BACKENDS comes from the kernel command line, comma-separated.
+for backend in $(echo "$BACKENDS" | tr , ' '); do
+  export SYNSCOPE_HOOKS=$backend
+  if ! "$SYNSCOPE_BIN" check > /tmp/check 2>&1; then
+    echo "VMTEST $release $backend UNSUPPORTED $(grep -m1 'cannot' /tmp/check)"
+    continue
+  fi
+  passed=0; failed=0
+  for test in $(cat /vmtests/list); do
+    "$test" --test-threads=1 > /tmp/log 2>&1
+    result=$(grep '^test result:' /tmp/log | tail -1)
+    p=$(echo "$result" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
+    f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
+    grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
+    grep -A14 "panicked at" /tmp/log | head -30 | sed "s|^|VMLOG   |"
+  done
+  verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
+  echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed)"
+done
+poweroff -f
