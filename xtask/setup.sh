@@ -7,10 +7,12 @@ RUST_TOOLCHAIN=1.98.0       # aya 0.16 needs >= 1.98; its LLVM (22) must match b
 BPF_LINKER_VERSION=0.13.0
 LLVM_MAJOR=22
 # Build: bpf-linker links libLLVM. Tests: network namespaces, firewall rules, a real server and
-# real load generators.
+# real load generators, bpftool for the benchmark; the kernel matrix: QEMU, a busybox
+# initramfs, and the tools to unpack Debian's kernel packages and modules.
 PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
-  iproute2 nftables nginx-light wrk apache2-utils procps
+  iproute2 nftables nginx-light wrk apache2-utils procps util-linux bpftool
+  qemu-system-x86 busybox-static cpio xz-utils zstd kmod
 )
 
 say() { echo "setup: $*" >&2; }

@@ -16,7 +16,7 @@ use aya_ebpf::{
     macros::{fexit, kretprobe, tracepoint},
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
-use probe_common::{ChildStamps, ConnEvent, EarlyAccept, EventKind, KernelOffsets, TCP_SYN_RECV};
+use probe_common::{ChildStamps, EarlyAccept, EventKind, KernelOffsets, TCP_SYN_RECV};
 
 use crate::{
     emit,
@@ -135,20 +135,20 @@ pub fn send_accept(
     pid: u32,
     comm: [u8; 16],
 ) {
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::Accept as u32;
-    event.netns = child.netns;
-    event.pid = pid;
-    event.family = child.family;
-    event.local_port = child.local_port;
-    event.remote_port = child.remote_port;
-    event.local_addr = child.local_addr;
-    event.remote_addr = child.remote_addr;
-    event.syn_ns = stamps.syn_ns;
-    event.established_ns = stamps.established_ns;
-    event.accepted_ns = accepted_ns;
-    event.comm = comm;
-    emit::send(&event);
+    emit::send(|event| {
+        event.kind = EventKind::Accept as u32;
+        event.netns = child.netns;
+        event.pid = pid;
+        event.family = child.family;
+        event.local_port = child.local_port;
+        event.remote_port = child.remote_port;
+        event.local_addr = child.local_addr;
+        event.remote_addr = child.remote_addr;
+        event.syn_ns = stamps.syn_ns;
+        event.established_ns = stamps.established_ns;
+        event.accepted_ns = accepted_ns;
+        event.comm = comm;
+    });
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.

@@ -4,7 +4,7 @@
 //! drop counter counts these too, besides its listen drops, so userspace subtracts them.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use probe_common::{ConnEvent, EventKind, TCP_LISTEN};
+use probe_common::{EventKind, TCP_LISTEN};
 
 use crate::{
     emit,
@@ -35,12 +35,12 @@ fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
     let Some(endpoints) = sock_endpoints(&config.offsets, listener)? else {
         return Ok(());
     };
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::ListenerDiscard as u32;
-    event.netns = endpoints.netns;
-    event.family = endpoints.family;
-    event.local_port = endpoints.local_port;
-    event.reason = reason;
-    emit::send(&event);
+    emit::send(|event| {
+        event.kind = EventKind::ListenerDiscard as u32;
+        event.netns = endpoints.netns;
+        event.family = endpoints.family;
+        event.local_port = endpoints.local_port;
+        event.reason = reason;
+    });
     Ok(())
 }

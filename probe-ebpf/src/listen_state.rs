@@ -15,8 +15,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use probe_common::{
-    ChildStamps, ConnEvent, EventKind, FlowKey, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
-    TCP_SYN_RECV,
+    ChildStamps, EventKind, FlowKey, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -87,17 +86,17 @@ fn on_established(sk: u64) -> Result<(), i32> {
         let _ = CHILDREN.insert(&sk, &stamps, 0);
     }
 
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::Handshake as u32;
-    event.netns = child.netns;
-    event.family = child.family;
-    event.local_port = child.local_port;
-    event.remote_port = child.remote_port;
-    event.local_addr = child.local_addr;
-    event.remote_addr = child.remote_addr;
-    event.syn_ns = syn_ns;
-    event.established_ns = now;
-    emit::send(&event);
+    emit::send(|event| {
+        event.kind = EventKind::Handshake as u32;
+        event.netns = child.netns;
+        event.family = child.family;
+        event.local_port = child.local_port;
+        event.remote_port = child.remote_port;
+        event.local_addr = child.local_addr;
+        event.remote_addr = child.remote_addr;
+        event.syn_ns = syn_ns;
+        event.established_ns = now;
+    });
     Ok(())
 }
 
@@ -111,15 +110,15 @@ fn on_listen(sk: u64) -> Result<(), i32> {
     if listener.local_port == 0 || !port_wanted(&config, listener.local_port) {
         return Ok(());
     }
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::Listen as u32;
-    event.netns = listener.netns;
-    event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    event.family = listener.family;
-    event.local_port = listener.local_port;
-    event.local_addr = listener.local_addr;
-    event.comm = bpf_get_current_comm().unwrap_or_default();
-    emit::send(&event);
+    emit::send(|event| {
+        event.kind = EventKind::Listen as u32;
+        event.netns = listener.netns;
+        event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        event.family = listener.family;
+        event.local_port = listener.local_port;
+        event.local_addr = listener.local_addr;
+        event.comm = bpf_get_current_comm().unwrap_or_default();
+    });
     Ok(())
 }
 
@@ -135,14 +134,15 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
     if socket == 0 {
         return Ok(());
     }
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::ListenerClosed as u32;
-    event.netns = listener.netns;
-    event.family = listener.family;
-    event.local_port = listener.local_port;
-    event.reason = read::<u32>(sk, offsets.sk_drops)?;
-    event.socket_inode =
-        read::<u64>(socket + offsets.socket_inode as u64, offsets.inode_ino)? as u32;
-    emit::send(&event);
+    let drops = read::<u32>(sk, offsets.sk_drops)?;
+    let inode = read::<u64>(socket + offsets.socket_inode as u64, offsets.inode_ino)? as u32;
+    emit::send(|event| {
+        event.kind = EventKind::ListenerClosed as u32;
+        event.netns = listener.netns;
+        event.family = listener.family;
+        event.local_port = listener.local_port;
+        event.reason = drops;
+        event.socket_inode = inode;
+    });
     Ok(())
 }

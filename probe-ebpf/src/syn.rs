@@ -14,7 +14,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{ConnEvent, EventKind, FlowKey, KernelOffsets, SynStamp};
+use probe_common::{EventKind, FlowKey, KernelOffsets, SynStamp};
 
 use crate::{
     emit,
@@ -101,15 +101,15 @@ fn on_syn(
         let _ = SYN_TIMES.insert(&key, &stamp, 0);
     }
 
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::Syn as u32;
-    event.netns = netns;
-    event.family = segment.family;
-    event.local_port = segment.local_port;
-    event.remote_port = segment.remote_port;
-    event.local_addr = segment.local_addr;
-    event.remote_addr = segment.remote_addr;
-    event.syn_ns = now;
-    emit::send(&event);
+    emit::send(|event| {
+        event.kind = EventKind::Syn as u32;
+        event.netns = netns;
+        event.family = segment.family;
+        event.local_port = segment.local_port;
+        event.remote_port = segment.remote_port;
+        event.local_addr = segment.local_addr;
+        event.remote_addr = segment.remote_addr;
+        event.syn_ns = now;
+    });
     Ok(())
 }

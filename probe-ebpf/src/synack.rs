@@ -2,7 +2,7 @@
 //! the client's final ACK did not arrive in time (lost, or a slow client network).
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use probe_common::{ConnEvent, EventKind};
+use probe_common::EventKind;
 
 use crate::{
     emit,
@@ -28,14 +28,14 @@ fn on_retransmit(request: u64) -> Result<(), i32> {
     if !port_wanted(&config, request.local_port) {
         return Ok(());
     }
-    let mut event = ConnEvent::zeroed();
-    event.kind = EventKind::SynackRetransmit as u32;
-    event.netns = request.netns;
-    event.family = request.family;
-    event.local_port = request.local_port;
-    event.remote_port = request.remote_port;
-    event.local_addr = request.local_addr;
-    event.remote_addr = request.remote_addr;
-    emit::send(&event);
+    emit::send(|event| {
+        event.kind = EventKind::SynackRetransmit as u32;
+        event.netns = request.netns;
+        event.family = request.family;
+        event.local_port = request.local_port;
+        event.remote_port = request.remote_port;
+        event.local_addr = request.local_addr;
+        event.remote_addr = request.remote_addr;
+    });
     Ok(())
 }

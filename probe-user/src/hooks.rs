@@ -386,6 +386,20 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> anyhow::Res
     Ok(())
 }
 
+/// The verifier log ends with statistics ("processed N insns ...", "verification time ...");
+/// the reason is the last line before them.
+fn verifier_reason(log: &str) -> Option<&str> {
+    let is_statistics = |line: &str| {
+        line.starts_with("processed ")
+            || line.starts_with("verification time")
+            || line.starts_with("stack depth")
+    };
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !is_statistics(line))
+}
+
 /// One line out of a load or attach error: the verifier log can be hundreds of lines, of which
 /// the last says what went wrong.
 fn short_reason(error: &anyhow::Error) -> String {
@@ -395,12 +409,7 @@ fn short_reason(error: &anyhow::Error) -> String {
     }) = error.downcast_ref::<ProgramError>()
     {
         let log = verifier_log.to_string();
-        let last = log
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|line| !line.is_empty());
-        return match last {
+        return match verifier_reason(&log) {
             Some(last) => format!("the verifier rejected it: {last}"),
             None => format!("the kernel refused to load it: {io_error}"),
         };
@@ -433,6 +442,17 @@ mod tests {
             // Tracepoints are the last resort that must exist for every stage.
             assert_eq!(kinds.last(), Some(&HookKind::Tracepoint), "{stage:?}");
         }
+    }
+
+    #[test]
+    fn verifier_statistics_are_not_the_reason() {
+        let log = "0: (b7) r1 = 0\ncombined stack size of 3 calls is 544. Too large\n\
+                   processed 5347 insns (limit 1000000) max_states_per_insn 5\n";
+        assert_eq!(
+            verifier_reason(log),
+            Some("combined stack size of 3 calls is 544. Too large")
+        );
+        assert_eq!(verifier_reason("processed 1 insns\n"), None);
     }
 
     #[test]

@@ -224,6 +224,15 @@ fn fetch_kernel(work: &Path, pattern: &str) -> anyhow::Result<Kernel> {
         .to_string_lossy()
         .trim_start_matches("vmlinuz-")
         .to_owned();
+    // The package leaves modules.dep to depmod at install time.
+    if !extract
+        .join("lib/modules")
+        .join(&release)
+        .join("modules.dep")
+        .exists()
+    {
+        check(Command::new("depmod").arg("-b").arg(&extract).arg(&release))?;
+    }
     Ok(Kernel {
         modules: extract.join("lib/modules").join(&release),
         vmlinuz,
@@ -357,7 +366,7 @@ fn copy_with_libraries(
 
 /// Decompressed modules and their load order, from the kernel's modules.dep.
 fn modules(stage: &Path, kernel: &Kernel) -> anyhow::Result<()> {
-    let deps = fs::read_to_string(kernel.modules.join("modules.dep")).unwrap_or_default();
+    let deps = fs::read_to_string(kernel.modules.join("modules.dep")).context("modules.dep")?;
     let mut order: Vec<String> = Vec::new();
     for wanted in MODULES {
         let line = deps.lines().find(|l| {
