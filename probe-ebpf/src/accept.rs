@@ -117,6 +117,14 @@ fn on_accepted_sock(
                     comm,
                 };
                 let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
+                // The handshake may have completed on another CPU meanwhile, too late to see
+                // the entry: then whichever side removes the entry reports the accept.
+                if let Some(&stamps) = unsafe { CHILDREN.get(&sk) }
+                    && EARLY_ACCEPTS.remove(&sk).is_ok()
+                {
+                    let _ = CHILDREN.remove(&sk);
+                    send_accept(&child, stamps, now, pid, comm);
+                }
                 return Ok(());
             }
             Default::default()

@@ -21,7 +21,7 @@ use probe_common::{
 use crate::{
     accept::send_accept,
     emit,
-    kernel::{read, sock_endpoints},
+    kernel::{SockEndpoints, read, sock_endpoints},
     maps::{CHILDREN, EARLY_ACCEPTS, SYN_TIMES, config, port_wanted},
 };
 
@@ -69,21 +69,17 @@ fn on_established(sk: u64) -> Result<(), i32> {
         syn_ns,
         established_ns: now,
     };
-    if let Some(early) = unsafe { EARLY_ACCEPTS.get(&sk) } {
-        // accept() already returned it: the wait in the accept queue was nil.
-        let early = *early;
-        let _ = EARLY_ACCEPTS.remove(&sk);
-        send_accept(
-            &child,
-            stamps,
-            now.max(early.accepted_ns),
-            early.pid,
-            early.comm,
-        );
-    } else if read::<u64>(sk, config.offsets.sk_socket)? == 0 {
+    // accept() may already have returned it (see EarlyAccept): the accept-queue wait was nil.
+    // Whichever of this program and the accept's removes the entry reports the accept.
+    let reported = report_early_accept(&child, sk, stamps, now);
+    if !reported && read::<u64>(sk, config.offsets.sk_socket)? == 0 {
         // (A TCP Fast Open child can be accepted before its handshake completes, through
         // accept(2): then there is no accept to wait for, and an entry would only linger.)
         let _ = CHILDREN.insert(&sk, &stamps, 0);
+        // The accept may have recorded itself meanwhile, after the check above.
+        if report_early_accept(&child, sk, stamps, now) {
+            let _ = CHILDREN.remove(&sk);
+        }
     }
 
     emit::send(|event| {
@@ -145,4 +141,24 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
         event.socket_inode = inode;
     });
     Ok(())
+}
+
+/// Reports the accept of `sk` if accept() returned it before this handshake completed and no
+/// other program has reported it; true if this call did.
+#[inline(always)]
+fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now: u64) -> bool {
+    let Some(&early) = (unsafe { EARLY_ACCEPTS.get(&sk) }) else {
+        return false;
+    };
+    if EARLY_ACCEPTS.remove(&sk).is_err() {
+        return false;
+    }
+    send_accept(
+        child,
+        stamps,
+        now.max(early.accepted_ns),
+        early.pid,
+        early.comm,
+    );
+    true
 }

@@ -79,8 +79,11 @@ fn accept_queue_overflow_at_syn_time_on_two_ports() {
     for port in [7601, 7602] {
         let listener = traced.listener(&netns, port);
         assert_eq!(listener["backlog"], 2, "{listener:#}");
-        assert_eq!(listener["accept_queue_max"], 3, "{listener:#}");
-        assert_eq!(listener["handshakes"], 3, "{listener:#}");
+        // The queue holds backlog + 1; final ACKs handled at once on several CPUs can each
+        // pass the kernel's fullness check, so it may hold one more.
+        let queued = listener["accept_queue_max"].as_u64().unwrap();
+        assert!((3..=4).contains(&queued), "{listener:#}");
+        assert_eq!(listener["handshakes"], queued, "{listener:#}");
     }
 }
 

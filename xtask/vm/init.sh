@@ -30,7 +30,7 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
     grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
-    grep -A14 "panicked at" /tmp/log | head -30 | sed "s|^|VMLOG   |"
+    grep -A40 "panicked at" /tmp/log | head -80 | sed "s|^|VMLOG   |"
   done
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
   echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed)"
