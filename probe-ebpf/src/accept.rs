@@ -145,13 +145,8 @@ pub fn send_accept(
 ) {
     emit::send(|event| {
         event.kind = EventKind::Accept as u32;
-        event.netns = child.netns;
+        child.write_to(event);
         event.pid = pid;
-        event.family = child.family;
-        event.local_port = child.local_port;
-        event.remote_port = child.remote_port;
-        event.local_addr = child.local_addr;
-        event.remote_addr = child.remote_addr;
         event.syn_ns = stamps.syn_ns;
         event.established_ns = stamps.established_ns;
         event.accepted_ns = accepted_ns;

@@ -37,9 +37,7 @@ fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
     };
     emit::send(|event| {
         event.kind = EventKind::ListenerDiscard as u32;
-        event.netns = endpoints.netns;
-        event.family = endpoints.family;
-        event.local_port = endpoints.local_port;
+        endpoints.write_to(event);
         event.reason = reason;
     });
     Ok(())

@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets resolved from BTF at load time.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use probe_common::{AF_INET, AF_INET6, KernelOffsets};
+use probe_common::{AF_INET, AF_INET6, ConnEvent, KernelOffsets};
 
 /// Reads a `T` at `base + offset`.
 #[inline(always)]
@@ -31,6 +31,19 @@ pub struct SockEndpoints {
     pub remote_port: u16,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
+}
+
+impl SockEndpoints {
+    /// Copies namespace, family, ports and addresses into `event`.
+    #[inline(always)]
+    pub fn write_to(&self, event: &mut ConnEvent) {
+        event.netns = self.netns;
+        event.family = self.family;
+        event.local_port = self.local_port;
+        event.remote_port = self.remote_port;
+        event.local_addr = self.local_addr;
+        event.remote_addr = self.remote_addr;
+    }
 }
 
 /// Reads family, ports, addresses and network namespace of a `struct sock *`.

@@ -84,12 +84,7 @@ fn on_established(sk: u64) -> Result<(), i32> {
 
     emit::send(|event| {
         event.kind = EventKind::Handshake as u32;
-        event.netns = child.netns;
-        event.family = child.family;
-        event.local_port = child.local_port;
-        event.remote_port = child.remote_port;
-        event.local_addr = child.local_addr;
-        event.remote_addr = child.remote_addr;
+        child.write_to(event);
         event.syn_ns = syn_ns;
         event.established_ns = now;
     });
@@ -108,11 +103,8 @@ fn on_listen(sk: u64) -> Result<(), i32> {
     }
     emit::send(|event| {
         event.kind = EventKind::Listen as u32;
-        event.netns = listener.netns;
+        listener.write_to(event);
         event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        event.family = listener.family;
-        event.local_port = listener.local_port;
-        event.local_addr = listener.local_addr;
         event.comm = bpf_get_current_comm().unwrap_or_default();
     });
     Ok(())
@@ -134,9 +126,7 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
     let inode = read::<u64>(socket + offsets.socket_inode as u64, offsets.inode_ino)? as u32;
     emit::send(|event| {
         event.kind = EventKind::ListenerClosed as u32;
-        event.netns = listener.netns;
-        event.family = listener.family;
-        event.local_port = listener.local_port;
+        listener.write_to(event);
         event.reason = drops;
         event.socket_inode = inode;
     });

@@ -30,12 +30,7 @@ fn on_retransmit(request: u64) -> Result<(), i32> {
     }
     emit::send(|event| {
         event.kind = EventKind::SynackRetransmit as u32;
-        event.netns = request.netns;
-        event.family = request.family;
-        event.local_port = request.local_port;
-        event.remote_port = request.remote_port;
-        event.local_addr = request.local_addr;
-        event.remote_addr = request.remote_addr;
+        request.write_to(event);
     });
     Ok(())
 }

@@ -16,9 +16,9 @@ fn check_finds_a_full_accept_queue() {
     let netns = Netns::new("check");
     // Backlog 2, never accepting: 3 connections fill the queue, the other 3 are dropped.
     let script = format!(
-        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 8000 &
+        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 15000 &
          sleep 0.2
-         {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 7000 --timeout-ms 500
+         {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 14000 --timeout-ms 500
          wait"
     );
     let mut load = Command::new("ip")
@@ -27,13 +27,18 @@ fn check_finds_a_full_accept_queue() {
         .spawn()
         .expect("start the scenario");
     // Wait until the queue is full (3 waiting): slow machines and emulators take their time.
-    for _ in 0..100 {
+    let mut seen = String::new();
+    for _ in 0..120 {
         let ss = Command::new("ip")
             .args(["netns", "exec", &netns.name, "ss", "-Hltn", "sport = :7651"])
             .output()
             .expect("run ss");
-        let line = String::from_utf8_lossy(&ss.stdout).into_owned();
-        if line.split_whitespace().nth(1) == Some("3") {
+        seen = format!(
+            "{}{}",
+            String::from_utf8_lossy(&ss.stdout),
+            String::from_utf8_lossy(&ss.stderr)
+        );
+        if seen.split_whitespace().nth(1) == Some("3") {
             break;
         }
         thread::sleep(Duration::from_millis(100));
@@ -67,7 +72,7 @@ fn check_finds_a_full_accept_queue() {
     let section = stdout
         .split(&format!("netns {}\n", netns.inode))
         .nth(1)
-        .unwrap_or_else(|| panic!("namespace {} missing:\n{stdout}", netns.inode));
+        .unwrap_or_else(|| panic!("namespace {} missing (ss: {seen}):\n{stdout}", netns.inode));
     let line = section
         .lines()
         .find(|l| l.trim_start().starts_with("127.0.0.1:7651"))

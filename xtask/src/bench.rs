@@ -7,7 +7,9 @@
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
+
+use crate::commands::{check, output};
 
 const CONNECTIONS: u64 = 5000;
 const ROUNDS: usize = 5;
@@ -155,21 +157,4 @@ fn summary(values: &[f64], unit: &str) -> String {
 
 fn shell(script: &str) -> anyhow::Result<String> {
     output(Command::new("sh").args(["-c", script]))
-}
-
-fn output(command: &mut Command) -> anyhow::Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn check(command: &mut Command) -> anyhow::Result<()> {
-    output(command).map(drop)
 }

@@ -10,6 +10,7 @@ use std::{
 };
 
 mod bench;
+mod commands;
 mod vm;
 
 use anyhow::{Context as _, bail};
@@ -70,10 +71,13 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo(&root, &["build", "--package", "probe-user"])?;
             // One test at a time: the privileged tests time real latencies on a small machine.
             let (passed, failed) = cargo_test(&root, &["test", "--", "--test-threads=1"])?;
+            // The same integration tests on the other kernels of the matrix.
+            let matrix = vm::run(&root, &vm::Selection::default());
             println!("tests: {passed} passed, {failed} failed");
             if failed > 0 {
                 bail!("{failed} tests failed");
             }
+            matrix?;
         }
         Task::Bench => bench::run(&root)?,
         Task::VmTest(selection) => vm::run(&root, &selection)?,

@@ -16,6 +16,8 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
+use crate::commands::{check, output};
+
 /// Debian kernel packages: the newest matching each pattern.
 const KERNELS: [&str; 2] = [
     "linux-image-6.1.0-*-cloud-amd64-unsigned",
@@ -41,6 +43,16 @@ pub struct Selection {
     /// Only test binaries whose name contains this.
     #[arg(long)]
     test: Option<String>,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            kernel: None,
+            backends: BACKENDS.to_owned(),
+            test: None,
+        }
+    }
 }
 
 pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
@@ -453,21 +465,4 @@ fn which(tool: &str) -> anyhow::Result<PathBuf> {
         bail!("{tool} not found");
     }
     Ok(fs::canonicalize(path)?)
-}
-
-fn output(command: &mut Command) -> anyhow::Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn check(command: &mut Command) -> anyhow::Result<()> {
-    output(command).map(drop)
 }
