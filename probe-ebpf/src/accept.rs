@@ -127,7 +127,15 @@ fn on_accepted_sock(
                 }
                 return Ok(());
             }
-            Default::default()
+            // The handshake program records the child before the kernel stores ESTABLISHED:
+            // a child seen ESTABLISHED just after the first look has its entry by now.
+            match unsafe { CHILDREN.get(&sk) } {
+                Some(&stamps) => {
+                    let _ = CHILDREN.remove(&sk);
+                    stamps
+                }
+                None => Default::default(),
+            }
         }
     };
     send_accept(&child, stamps, now, pid, comm);
