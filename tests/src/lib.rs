@@ -54,6 +54,20 @@ pub fn expected_syn_hook() -> &'static str {
     }
 }
 
+/// synscope run as an unprivileged user without capabilities (setpriv, from util-linux).
+pub fn unprivileged_synscope() -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(synscope_bin());
+    command
+}
+
 /// A network namespace with loopback up, deleted on drop.
 pub struct Netns {
     pub name: String,

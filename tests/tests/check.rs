@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use synscope_tests::{Netns, require_root, synscope_bin};
+use synscope_tests::{Netns, require_root, synscope_bin, unprivileged_synscope};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -90,14 +90,7 @@ fn check_finds_a_full_accept_queue() {
 #[test]
 fn check_without_root_says_so() {
     require_root();
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(synscope_bin())
+    let output = unprivileged_synscope()
         .arg("check")
         .output()
         .expect("run synscope check");

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use synscope_tests::{require_root, synscope_bin};
+use synscope_tests::{require_root, synscope_bin, unprivileged_synscope};
 
 fn stderr_of(command: &mut Command) -> (i32, String) {
     let output = command.output().expect("run synscope");
@@ -15,18 +15,7 @@ fn stderr_of(command: &mut Command) -> (i32, String) {
 #[test]
 fn without_root_it_says_so() {
     require_root();
-    // setpriv (util-linux) drops to an unprivileged user without capabilities.
-    let (code, stderr) = stderr_of(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(synscope_bin())
-            .args(["--duration", "1s"]),
-    );
+    let (code, stderr) = stderr_of(unprivileged_synscope().args(["--duration", "1s"]));
     assert_ne!(code, 0);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("must run as root"), "{stderr}");
