@@ -69,6 +69,18 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
 }
 
+/// Where an io_uring request keeps its opcode and result (`io_kiocb.opcode`, `io_kiocb.cqe.res`);
+/// zero on kernels without io_uring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoUringOffsets {
+    pub request_opcode: u32,
+    pub request_result: u32,
+}
+
+/// `IORING_OP_ACCEPT`, part of the io_uring ABI.
+pub const IORING_OP_ACCEPT: u8 = 13;
+
 /// Load-time configuration of the programs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +110,43 @@ pub enum EventKind {
     SynackRetransmit = 6,
     /// A listener closed: its final drop counter, for sockets that go before the last poll.
     ListenerClosed = 7,
+    /// Handling one packet, a listener moved some of its namespace's listen counters:
+    /// `reason` holds a bit per counter of `COUNTED_MIB_NAMES`, and `COUNTED_AT_ACK` when the
+    /// packet was a final ACK rather than a SYN.
+    ListenCounted = 8,
+}
+
+/// The kernel's per-namespace MIB counters that `ListenCounted` events report, by bit.
+pub const COUNTED_MIB_NAMES: [&str; COUNTED_MIBS] = [
+    "LINUX_MIB_LISTENDROPS",
+    "LINUX_MIB_LISTENOVERFLOWS",
+    "LINUX_MIB_TCPREQQFULLDROP",
+    "LINUX_MIB_SYNCOOKIESSENT",
+    "LINUX_MIB_SYNCOOKIESFAILED",
+    "LINUX_MIB_TCPFASTOPENPASSIVE",
+];
+pub const COUNTED_MIBS: usize = 6;
+pub const COUNTED_LISTEN_DROPS: u32 = 1 << 0;
+pub const COUNTED_LISTEN_OVERFLOWS: u32 = 1 << 1;
+pub const COUNTED_REQ_QUEUE_FULL_DROP: u32 = 1 << 2;
+pub const COUNTED_SYNCOOKIES_SENT: u32 = 1 << 3;
+pub const COUNTED_SYNCOOKIES_FAILED: u32 = 1 << 4;
+pub const COUNTED_FASTOPEN_PASSIVE: u32 = 1 << 5;
+/// The packet was a final ACK (or a cookie's ACK), not a SYN.
+pub const COUNTED_AT_ACK: u32 = 1 << 8;
+
+/// Where the kernel keeps the listen counters, for the `ListenCounted` programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenCounters {
+    /// Address of `__per_cpu_offset`, the kernel's table of per-CPU area offsets; 0 when
+    /// unknown, which disables the programs.
+    pub per_cpu_offsets: u64,
+    /// `net.mib.net_statistics`: the namespace's per-CPU `linux_mib` block.
+    pub net_statistics: u32,
+    /// Index in `linux_mib.mibs` of each counter of `COUNTED_MIB_NAMES`.
+    pub indices: [u32; COUNTED_MIBS],
+    pub _pad: u32,
 }
 
 impl EventKind {
@@ -110,6 +159,7 @@ impl EventKind {
             5 => Some(Self::ListenerDiscard),
             6 => Some(Self::SynackRetransmit),
             7 => Some(Self::ListenerClosed),
+            8 => Some(Self::ListenCounted),
             _ => None,
         }
     }
@@ -127,7 +177,7 @@ pub struct ConnEvent {
     /// Process (tgid) that accepted or listened; 0 for kernel-context events.
     pub pid: u32,
     /// The drop reason of a `ListenerDiscard` (kernel `enum skb_drop_reason`); the drop counter
-    /// of a `ListenerClosed`.
+    /// of a `ListenerClosed`; the `COUNTED_*` bits of a `ListenCounted`.
     pub reason: u32,
     pub family: u16,
     pub local_port: u16,
@@ -246,6 +296,7 @@ const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<ListenCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ChildStamps>() == 16);
 const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
@@ -256,6 +307,8 @@ const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
 mod user {
     // SAFETY: all are repr(C) plain data with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::ListenCounters {}
+    unsafe impl aya::Pod for super::IoUringOffsets {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ChildStamps {}
     unsafe impl aya::Pod for super::ListenerKey {}

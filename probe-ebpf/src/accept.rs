@@ -7,21 +7,28 @@
 //! Tracepoint backend: the exits of accept(2) and accept4(2). The syscall returns a file
 //! descriptor; the accepted child is found by walking the calling task's file table:
 //! task->files->fdt->fd[ret]->private_data (struct socket) ->sk. io_uring and in-kernel
-//! accepts do not pass through these syscalls.
+//! accepts do not pass through these syscalls; io_uring accepts are found from
+//! `io_uring:io_uring_complete`: a completed IORING_OP_ACCEPT request's result is the new
+//! descriptor, in the file table of the task that completes it (the submitter, or an io_uring
+//! worker thread sharing its files). Accepts into io_uring's own file table (direct descriptors)
+//! and the completions of a multishot accept before its last (which carry no request) are not
+//! seen there.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
     },
-    macros::{fexit, kretprobe, tracepoint},
-    programs::{FExitContext, RetProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, kretprobe, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
-use probe_common::{ChildStamps, EarlyAccept, EventKind, KernelOffsets, TCP_SYN_RECV};
+use probe_common::{
+    ChildStamps, EarlyAccept, EventKind, IORING_OP_ACCEPT, KernelOffsets, TCP_SYN_RECV,
+};
 
 use crate::{
     emit,
     kernel::{SockEndpoints, read, sock_endpoints},
-    maps::{CHILDREN, EARLY_ACCEPTS, config, port_wanted},
+    maps::{CHILDREN, EARLY_ACCEPTS, IO_URING, config, port_wanted},
 };
 
 /// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
@@ -39,6 +46,32 @@ pub fn accept_exit_accept4(ctx: TracePointContext) -> u32 {
 pub fn accept_exit_accept(ctx: TracePointContext) -> u32 {
     on_accept_exit(&ctx);
     0
+}
+
+/// The request is the second argument in every version (6.18 replaced the ones after it).
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn accept_io_uring_complete(ctx: BtfTracePointContext) -> u32 {
+    let request: u64 = ctx.arg(1);
+    if request != 0 {
+        let _ = on_io_uring_complete(request);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_io_uring_complete(request: u64) -> Result<(), i32> {
+    let io_uring = IO_URING.load();
+    if io_uring.request_result == 0
+        || read::<u8>(request, io_uring.request_opcode)? != IORING_OP_ACCEPT
+    {
+        return Ok(());
+    }
+    let fd = read::<i32>(request, io_uring.request_result)?;
+    if fd < 0 {
+        return Ok(());
+    }
+    let config = config();
+    on_accepted_fd(&config.offsets, fd as u64, &config)
 }
 
 #[fexit(function = "inet_csk_accept")]

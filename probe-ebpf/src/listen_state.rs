@@ -1,4 +1,4 @@
-//! Stages driven by socket state changes, tracepoint backend (`sock:inet_sock_set_state`):
+//! Stages driven by socket state changes:
 //!
 //! - a child moving SYN_RECV -> ESTABLISHED has completed its handshake and was just put on the
 //!   accept queue (stage 2);
@@ -6,13 +6,18 @@
 //! - a listener moving to CLOSE reports its final drop counter, which userspace would otherwise
 //!   miss for a listener that closes between two polls.
 //!
-//! Only full sockets reach this tracepoint (never request socks), and it fires for client sockets
-//! too: the state test comes first.
+//! Tracepoint backend: `sock:inet_sock_set_state`, which sees all three. Only full sockets reach
+//! it (never request socks), and it fires for client sockets too: the state test comes first.
+//!
+//! fentry and kprobe backends: the entry of `tcp_set_state(sk, state)`, through which TCP makes
+//! both the SYN_RECV -> ESTABLISHED and the LISTEN -> CLOSE moves (the old state is still in the
+//! socket), and the return of `inet_csk_listen_start(sk)`, which moves a socket to LISTEN
+//! without `tcp_set_state`; on success the socket then has its port.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
     ChildStamps, EventKind, FlowKey, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
@@ -22,7 +27,7 @@ use crate::{
     accept::send_accept,
     emit,
     kernel::{SockEndpoints, read, sock_endpoints},
-    maps::{CHILDREN, EARLY_ACCEPTS, SYN_TIMES, config, port_wanted},
+    maps::{CHILDREN, EARLY_ACCEPTS, LISTEN_CALLS, SYN_TIMES, config, port_wanted},
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -38,6 +43,69 @@ pub fn handshake_set_state(ctx: BtfTracePointContext) -> u32 {
         let _ = on_listener_close(sk);
     }
     0
+}
+
+#[fentry(function = "tcp_set_state")]
+pub fn handshake_fentry_set_state(ctx: FEntryContext) -> u32 {
+    on_tcp_set_state(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[kprobe]
+pub fn handshake_kprobe_set_state(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(new_state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
+        on_tcp_set_state(sk, new_state);
+    }
+    0
+}
+
+#[fexit(function = "inet_csk_listen_start")]
+pub fn handshake_fexit_listen_start(ctx: FExitContext) -> u32 {
+    if ctx.ret::<i32>() == Ok(0) {
+        let _ = on_listen(ctx.arg(0));
+    }
+    0
+}
+
+/// A kretprobe has no arguments: the socket is kept from the entry, per task (listen() runs
+/// in process context and may sleep).
+#[kprobe]
+pub fn handshake_kprobe_listen_start(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<u64>(0) {
+        let _ = LISTEN_CALLS.insert(&bpf_get_current_pid_tgid(), &sk, 0);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn handshake_kretprobe_listen_start(ctx: RetProbeContext) -> u32 {
+    let task = bpf_get_current_pid_tgid();
+    let Some(&sk) = (unsafe { LISTEN_CALLS.get(&task) }) else {
+        return 0;
+    };
+    let _ = LISTEN_CALLS.remove(&task);
+    if ctx.ret::<i32>() == 0 {
+        let _ = on_listen(sk);
+    }
+    0
+}
+
+/// `tcp_set_state` is called for every TCP state change: the new state is tested before any
+/// memory is read.
+#[inline(always)]
+fn on_tcp_set_state(sk: u64, new_state: i32) {
+    if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE {
+        return;
+    }
+    let offsets = config().offsets;
+    let Ok(old_state) = read::<u8>(sk, offsets.sk_state).map(i32::from) else {
+        return;
+    };
+    if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
+        let _ = on_established(sk);
+    } else if new_state == TCP_CLOSE && old_state == TCP_LISTEN {
+        let _ = on_listener_close(sk);
+    }
 }
 
 #[inline(always)]

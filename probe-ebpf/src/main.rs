@@ -9,6 +9,7 @@ mod accept;
 mod discards;
 mod emit;
 mod kernel;
+mod listen_drops;
 mod listen_state;
 mod maps;
 mod packet;

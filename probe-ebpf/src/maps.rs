@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, FlowKey, KernelOffsets, ListenerKey, PENDING_ENTRIES, ProbeConfig,
-    QueueDepths, SynStamp,
+    COUNTED_MIBS, ChildStamps, EarlyAccept, FlowKey, IoUringOffsets, KernelOffsets, ListenCounters,
+    ListenerKey, PENDING_ENTRIES, ProbeConfig, QueueDepths, SynStamp,
 };
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
@@ -57,6 +57,11 @@ pub static SYN_CONSUMER_START: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static SYN_CONSUMER_END: Global<u64> = Global::new(0);
 
+/// `sock.sk_state`, on its own for the same reason: the data-ready hooks run for every socket
+/// that receives data and test this one byte first.
+#[unsafe(no_mangle)]
+pub static SK_STATE_OFFSET: Global<u32> = Global::new(0);
+
 /// Events to userspace. 4 MiB holds about 37,000 events: several seconds of a SYN flood even if
 /// userspace stalls; anything beyond is counted in `LOST`.
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
@@ -84,6 +89,44 @@ pub static EARLY_ACCEPTS: LruHashMap<u64, EarlyAccept> = LruHashMap::with_max_en
 #[map]
 pub static CHILDREN: LruHashMap<u64, ChildStamps> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Sockets in `inet_csk_listen_start`, by task, between a kprobe and its kretprobe.
+#[map]
+pub static LISTEN_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// The request sock of the `tcp_rtx_synack` call in progress on each CPU (kprobe backend).
+#[map]
+pub static SYNACK_REQUESTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where io_uring requests keep opcode and result; written by userspace before load.
+#[unsafe(no_mangle)]
+pub static IO_URING: Global<IoUringOffsets> = Global::new(IoUringOffsets {
+    request_opcode: 0,
+    request_result: 0,
+});
+
+/// Where the listen counters are (see listen_drops.rs); written by userspace before load.
+#[unsafe(no_mangle)]
+pub static LISTEN_COUNTERS: Global<ListenCounters> = Global::new(ListenCounters {
+    per_cpu_offsets: 0,
+    net_statistics: 0,
+    indices: [0; COUNTED_MIBS],
+    _pad: 0,
+});
+
+/// A listener's counters on this CPU before it handled the current packet.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct ListenSnapshot {
+    /// 0: no snapshot.
+    pub listener: u64,
+    /// This CPU's `linux_mib` block of the listener's namespace.
+    pub block: u64,
+    pub values: [u64; COUNTED_MIBS],
+}
+
+#[map]
+pub static LISTEN_SNAPSHOT: PerCpuArray<ListenSnapshot> = PerCpuArray::with_max_entries(1, 0);
 
 /// Deepest queues seen per listener.
 #[map]

@@ -1,25 +1,52 @@
 //! Queue depths of listeners, tracepoint backend (`sock:sk_data_ready`): a listener is woken
 //! right after a child joins its accept queue, the only moment that queue grows, so reading it
 //! then gives its true maximum. The SYN queue (pending handshakes) is sampled at the same time.
+//!
+//! fentry and kprobe backends: the entry of `sock_def_readable(sk)`, the wake-up function of
+//! every listener opened from userspace, which fires that tracepoint (and exists on kernels
+//! that lack it, before 6.6).
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
 use probe_common::{KernelOffsets, ListenerKey, QueueDepths, TCP_LISTEN};
 
 use crate::{
     kernel::{net_inum, read},
-    maps::{QUEUES, config, port_wanted},
+    maps::{QUEUES, SK_STATE_OFFSET, config, port_wanted},
 };
 
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn queues_data_ready(ctx: BtfTracePointContext) -> u32 {
-    // Fires for every socket with new data: one read rejects all but listeners.
-    let config = config();
-    let sk: u64 = ctx.arg(0);
-    if read::<u8>(sk, config.offsets.sk_state).map(i32::from) != Ok(TCP_LISTEN) {
-        return 0;
-    }
-    let _ = on_listener_woken(&config.offsets, sk, &config);
+    on_data_ready(ctx.arg(0));
     0
+}
+
+#[fentry(function = "sock_def_readable")]
+pub fn queues_fentry(ctx: FEntryContext) -> u32 {
+    on_data_ready(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn queues_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<u64>(0) {
+        on_data_ready(sk);
+    }
+    0
+}
+
+/// Called for every socket with new data: one read rejects all but listeners, before the
+/// configuration is loaded.
+#[inline(always)]
+fn on_data_ready(sk: u64) {
+    let state = read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from);
+    if state != Ok(TCP_LISTEN) {
+        return;
+    }
+    let config = config();
+    let _ = on_listener_woken(&config.offsets, sk, &config);
 }
 
 #[inline(always)]

@@ -1,19 +1,55 @@
 //! SYN-ACK retransmits of listeners (`tcp:tcp_retransmit_synack`, listener + request sock):
 //! the client's final ACK did not arrive in time (lost, or a slow client network).
+//!
+//! fentry and kprobe backends: the return of `tcp_rtx_synack(sk, req)`, the function that
+//! fires that tracepoint, counted like it only when the SYN-ACK was sent (returned 0).
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext},
+};
 use probe_common::EventKind;
 
 use crate::{
     emit,
     kernel::sock_endpoints,
-    maps::{config, port_wanted},
+    maps::{SYNACK_REQUESTS, config, port_wanted},
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn synack_retransmit(ctx: BtfTracePointContext) -> u32 {
     let request: u64 = ctx.arg(1);
     let _ = on_retransmit(request);
+    0
+}
+
+#[fexit(function = "tcp_rtx_synack")]
+pub fn synack_fexit(ctx: FExitContext) -> u32 {
+    if ctx.ret::<i32>() == Ok(0) {
+        let _ = on_retransmit(ctx.arg(1));
+    }
+    0
+}
+
+/// The request is kept per CPU until the return: SYN-ACKs are retransmitted from softirq
+/// context (the request's timer, or a retransmitted SYN), which does not nest.
+#[kprobe]
+pub fn synack_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(request), Some(slot)) = (ctx.arg::<u64>(1), SYNACK_REQUESTS.get_ptr_mut(0)) {
+        unsafe { *slot = request };
+    }
+    0
+}
+
+#[kretprobe]
+pub fn synack_kretprobe(ctx: RetProbeContext) -> u32 {
+    let Some(slot) = SYNACK_REQUESTS.get_ptr_mut(0) else {
+        return 0;
+    };
+    let request = unsafe { core::mem::replace(&mut *slot, 0) };
+    if request != 0 && ctx.ret::<i32>() == 0 {
+        let _ = on_retransmit(request);
+    }
     0
 }
 

@@ -7,7 +7,7 @@ use std::{
 
 use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey};
 
-use crate::latency::Latency;
+use crate::{drops::CountedDrops, latency::Latency};
 
 #[derive(Clone, Debug, Default)]
 pub struct ListenerStats {
@@ -24,13 +24,20 @@ pub struct ListenerStats {
     /// Every packet the listener discarded, final-ACK overflows included.
     pub listener_discards: u64,
     pub synack_retransmits: u64,
+    /// Listen drops, SYN cookies and Fast Open children, one event each (fentry, kprobes).
+    pub counted: CountedDrops,
     /// Connections accepted per (pid, command).
     pub acceptors: BTreeMap<(u32, String), u64>,
 }
 
 impl ListenerStats {
     pub fn has_traffic(&self) -> bool {
-        self.syn_received + self.handshakes + self.accepted + self.listener_discards > 0
+        self.syn_received
+            + self.handshakes
+            + self.accepted
+            + self.listener_discards
+            + self.counted.listen_drops
+            > 0
     }
 }
 
@@ -90,6 +97,7 @@ impl Aggregator {
                 }
             }
             EventKind::SynackRetransmit => stats.synack_retransmits += 1,
+            EventKind::ListenCounted => stats.counted.record(event.reason),
             // The kernel view's business: the socket's drop counter.
             EventKind::ListenerClosed => {}
         }

@@ -228,6 +228,21 @@ impl Btf {
         Ok(None)
     }
 
+    /// Value of enumerator `name` in whichever enum has it (for anonymous enums such as the
+    /// MIB counters').
+    pub fn enumerator(&self, name: &str) -> anyhow::Result<i64> {
+        for entry in &self.types {
+            if let Type::Enum { values } = &entry.ty {
+                for &(value_name, value) in values {
+                    if self.string(value_name)? == name {
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        bail!("no enumerator {name} in this kernel's BTF")
+    }
+
     /// Value of enumerator `name` in enum `enum_name` (enum values such as drop reasons move
     /// between kernels).
     pub fn enum_value(&self, enum_name: &str, name: &str) -> anyhow::Result<i64> {

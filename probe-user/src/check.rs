@@ -37,7 +37,7 @@ pub fn run(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
                     let mut line = format!(
                         "{:<18} {}",
                         hook.stage.name(),
-                        hook.active.unwrap_or("unavailable")
+                        hook.active.as_deref().unwrap_or("unavailable")
                     );
                     for (label, why) in &hook.skipped {
                         line.push_str(&format!("\n    not {label}: {why}"));

@@ -1,5 +1,9 @@
 //! Per-listener drop figures, reconciled with the namespace's counters.
 //!
+//! With fentry or kprobes every listen drop is an event, classified as the kernel decided it
+//! (see `DropEvents`), and the figures are exact by construction; the namespace's counters only
+//! confirm them. With tracepoints alone:
+//!
 //! What is exact per event: final-ACK overflows (drop reason, 6.15+) and SYN-ACK retransmits.
 //! What is exact per socket: all listen drops (the listener's own drop counter). SYN-time drops
 //! (accept queue or SYN queue full when the SYN arrived) have no event: they are the socket's
@@ -9,10 +13,52 @@
 
 use std::collections::BTreeMap;
 
-use probe_common::ListenerKey;
+use probe_common::{
+    COUNTED_AT_ACK, COUNTED_FASTOPEN_PASSIVE, COUNTED_LISTEN_DROPS, COUNTED_LISTEN_OVERFLOWS,
+    COUNTED_REQ_QUEUE_FULL_DROP, COUNTED_SYNCOOKIES_FAILED, COUNTED_SYNCOOKIES_SENT, ListenerKey,
+};
 use serde::Serialize;
 
 use crate::counters::Counters;
+
+/// What one listener did, counted one event at a time as the kernel counted it (fentry and
+/// kprobe backends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountedDrops {
+    /// `ListenDrops`: every drop below, and any other.
+    pub listen_drops: u64,
+    /// `ListenOverflows`, at SYN time and at the final ACK.
+    pub overflows_at_syn: u64,
+    pub overflows_at_ack: u64,
+    /// `TCPReqQFullDrop`.
+    pub syn_queue_full: u64,
+    pub syncookies_sent: u64,
+    pub syncookies_failed: u64,
+    /// `TCPFastOpenPassive`.
+    pub fastopen: u64,
+}
+
+impl CountedDrops {
+    /// Adds one `ListenCounted` event: a bit per counter the packet moved.
+    pub fn record(&mut self, counted: u32) {
+        let bit = |mask: u32| u64::from(counted & mask != 0);
+        self.listen_drops += bit(COUNTED_LISTEN_DROPS);
+        let overflow = bit(COUNTED_LISTEN_OVERFLOWS);
+        if counted & COUNTED_AT_ACK != 0 {
+            self.overflows_at_ack += overflow;
+        } else {
+            self.overflows_at_syn += overflow;
+        }
+        self.syn_queue_full += bit(COUNTED_REQ_QUEUE_FULL_DROP);
+        self.syncookies_sent += bit(COUNTED_SYNCOOKIES_SENT);
+        self.syncookies_failed += bit(COUNTED_SYNCOOKIES_FAILED);
+        self.fastopen += bit(COUNTED_FASTOPEN_PASSIVE);
+    }
+
+    fn overflows(&self) -> u64 {
+        self.overflows_at_syn + self.overflows_at_ack
+    }
+}
 
 /// What is known of one listener before attribution.
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,6 +69,8 @@ pub struct ListenerInput {
     /// `None` where final-ACK overflows are not observable per event.
     pub ack_overflows: Option<u64>,
     pub syn_received: u64,
+    /// SYN cookies sent and failed, counted one by one; `None` where no hook sees them.
+    pub counted_cookies: Option<(u64, u64)>,
 }
 
 impl ListenerInput {
@@ -55,9 +103,10 @@ pub struct Cookies {
     pub syncookies_failed: Option<u64>,
 }
 
-/// Attributes one namespace's SYN-cookie counters to its listeners: exactly when one listener
-/// received all the SYNs, or with `tcp_syncookies=2` (every SYN that is not dropped gets a
-/// cookie) when the per-listener counts add up to the namespace's. Otherwise left out.
+/// Attributes one namespace's SYN-cookie counters to its listeners: as counted one by one where
+/// a hook sees them; otherwise exactly when one listener received all the SYNs, or
+/// with `tcp_syncookies=2` (every SYN that is not dropped gets a cookie) when the per-listener
+/// counts add up to the namespace's. Otherwise left out.
 pub fn attribute_cookies(
     deltas: &Counters,
     listeners: &BTreeMap<ListenerKey, ListenerInput>,
@@ -107,12 +156,50 @@ pub fn attribute_cookies(
                     syncookies_failed: (failed == 0).then_some(0),
                 }
             };
+            let cookies = match input.counted_cookies {
+                Some((sent, failed)) => Cookies {
+                    syncookies_sent: Some(sent),
+                    syncookies_failed: Some(failed),
+                },
+                None => cookies,
+            };
             (*key, cookies)
         })
         .collect()
 }
 
 pub const EXACT: &str = "exact";
+const COUNTED_UNRECONCILED: &str = "events: each drop counted as it happened; the namespace also counted drops synscope did not see (listeners outside --port, or before tracing began)";
+
+/// Drop figures counted one by one, confirmed against the namespace's counters.
+pub fn attribute_counted(
+    deltas: &Counters,
+    listeners: &BTreeMap<ListenerKey, CountedDrops>,
+) -> BTreeMap<ListenerKey, Drops> {
+    let counter = |name: &str| deltas.get(name).copied().unwrap_or(0);
+    let sum = |field: fn(&CountedDrops) -> u64| listeners.values().map(field).sum::<u64>();
+    let reconciled = sum(|d| d.listen_drops) == counter("ListenDrops")
+        && sum(CountedDrops::overflows) == counter("ListenOverflows")
+        && sum(|d| d.syn_queue_full) == counter("TCPReqQFullDrop");
+    listeners
+        .iter()
+        .map(|(&key, counted)| {
+            let drops = Drops {
+                listen_overflows: Some(counted.overflows()),
+                listen_overflows_at_ack: Some(counted.overflows_at_ack),
+                syn_queue_full: Some(counted.syn_queue_full),
+                listen_drops: Some(counted.listen_drops),
+                attribution: if reconciled {
+                    EXACT
+                } else {
+                    COUNTED_UNRECONCILED
+                },
+            };
+            (key, drops)
+        })
+        .collect()
+}
+
 const AMBIGUOUS: &str = "ambiguous: several listeners of this namespace dropped SYNs for both accept-queue and SYN-queue overflow; see the namespace counters";
 const UNSEEN: &str = "unknown: the listening socket was not seen by sock_diag";
 const OTHER_DROPS: &str = "socket: per-socket totals are exact, but the namespace also counted drops of other kinds or of sockets closed before the report";
@@ -197,6 +284,7 @@ mod tests {
             listen_drops: Some(listen_drops),
             ack_overflows: Some(ack_overflows),
             syn_received: 100,
+            counted_cookies: None,
         }
     }
 
@@ -274,6 +362,7 @@ mod tests {
                     listen_drops: Some(0),
                     ack_overflows: Some(0),
                     syn_received: 30,
+                    counted_cookies: None,
                 },
             ),
             (
@@ -282,6 +371,7 @@ mod tests {
                     listen_drops: Some(2),
                     ack_overflows: Some(0),
                     syn_received: 52,
+                    counted_cookies: None,
                 },
             ),
         ]);
@@ -308,6 +398,7 @@ mod tests {
                     listen_drops: Some(0),
                     ack_overflows: Some(0),
                     syn_received: 30,
+                    counted_cookies: None,
                 },
             ),
             (
@@ -316,6 +407,7 @@ mod tests {
                     listen_drops: Some(0),
                     ack_overflows: Some(0),
                     syn_received: 0,
+                    counted_cookies: None,
                 },
             ),
         ]);
@@ -339,6 +431,7 @@ mod tests {
                 listen_drops: None,
                 ack_overflows: Some(2),
                 syn_received: 5,
+                counted_cookies: None,
             },
         )]);
         let d = deltas(&[("ListenOverflows", 2), ("ListenDrops", 2)]);
@@ -347,5 +440,73 @@ mod tests {
         assert_eq!(a.listen_overflows_at_ack, Some(2));
         assert_eq!(a.listen_drops, None);
         assert_eq!(a.attribution, UNSEEN);
+    }
+
+    #[test]
+    fn counted_events_go_to_the_counters_they_moved() {
+        let mut counted = CountedDrops::default();
+        let overflow = COUNTED_LISTEN_DROPS | COUNTED_LISTEN_OVERFLOWS;
+        counted.record(overflow);
+        counted.record(overflow | COUNTED_AT_ACK);
+        counted.record(COUNTED_LISTEN_DROPS | COUNTED_REQ_QUEUE_FULL_DROP);
+        counted.record(COUNTED_SYNCOOKIES_SENT);
+        counted.record(COUNTED_FASTOPEN_PASSIVE);
+        assert_eq!(
+            counted,
+            CountedDrops {
+                listen_drops: 3,
+                overflows_at_syn: 1,
+                overflows_at_ack: 1,
+                syn_queue_full: 1,
+                syncookies_sent: 1,
+                syncookies_failed: 0,
+                fastopen: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn counted_drops_are_exact_when_the_namespace_agrees() {
+        let counted = |syn, ack, queue| CountedDrops {
+            listen_drops: syn + ack + queue,
+            overflows_at_syn: syn,
+            overflows_at_ack: ack,
+            syn_queue_full: queue,
+            ..Default::default()
+        };
+        // Both kinds of SYN-time drop on two listeners: ambiguous from counters, not here.
+        let listeners = BTreeMap::from([
+            (ListenerKey::new(1, 80), counted(0, 0, 5)),
+            (ListenerKey::new(1, 81), counted(7, 2, 0)),
+        ]);
+        let d = deltas(&[
+            ("ListenOverflows", 9),
+            ("TCPReqQFullDrop", 5),
+            ("ListenDrops", 14),
+        ]);
+        let drops = attribute_counted(&d, &listeners);
+        let b = &drops[&ListenerKey::new(1, 81)];
+        assert_eq!(
+            (
+                b.listen_overflows,
+                b.listen_overflows_at_ack,
+                b.syn_queue_full
+            ),
+            (Some(9), Some(2), Some(0))
+        );
+        assert_eq!(b.attribution, EXACT);
+        assert_eq!(drops[&ListenerKey::new(1, 80)].syn_queue_full, Some(5));
+
+        let more = deltas(&[
+            ("ListenOverflows", 10),
+            ("TCPReqQFullDrop", 5),
+            ("ListenDrops", 15),
+        ]);
+        let drops = attribute_counted(&more, &listeners);
+        assert_eq!(drops[&ListenerKey::new(1, 81)].listen_overflows, Some(9));
+        assert_eq!(
+            drops[&ListenerKey::new(1, 81)].attribution,
+            COUNTED_UNRECONCILED
+        );
     }
 }

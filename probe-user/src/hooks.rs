@@ -23,6 +23,9 @@ pub enum Stage {
     Accept,
     /// A listener discards a packet (among them final ACKs that found the accept queue full).
     ListenerDiscards,
+    /// A listener drops a SYN or a completed handshake, or answers a SYN with a cookie or by
+    /// TCP Fast Open: one event each, as the kernel counted it.
+    ListenDrops,
     /// A listener retransmits a SYN-ACK.
     SynackRetransmit,
     /// Accept- and SYN-queue depths.
@@ -36,6 +39,7 @@ impl Stage {
             Stage::Handshake => "handshake",
             Stage::Accept => "accept",
             Stage::ListenerDiscards => "listener_discards",
+            Stage::ListenDrops => "listen_drops",
             Stage::SynackRetransmit => "synack_retransmit",
             Stage::Queues => "queues",
         }
@@ -116,6 +120,16 @@ pub struct Candidate {
     /// Shown to the user, e.g. `tp_btf/consume_skb`.
     pub label: &'static str,
     pub programs: &'static [ProgramSpec],
+    /// A program that widens the candidate where the kernel has what it hooks; without it the
+    /// candidate still works, seeing less.
+    pub extra: Option<Extra>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Extra {
+    /// Appended to the candidate's label when attached.
+    pub label: &'static str,
+    pub program: ProgramSpec,
 }
 
 /// A candidate made of one program.
@@ -128,6 +142,7 @@ macro_rules! one {
                 program: $program,
                 attach: $attach,
             }],
+            extra: None,
         }
     };
 }
@@ -165,15 +180,60 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
     ),
     (
         Stage::Handshake,
-        // A tracepoint on every kernel synscope supports, with the socket at hand.
-        &[one!(
-            HookKind::Tracepoint,
-            "tp_btf/inet_sock_set_state",
-            "handshake_set_state",
-            Attach::BtfTracePoint {
-                event: "inet_sock_set_state",
+        &[
+            Candidate {
+                kind: HookKind::Fentry,
+                label: "fentry/tcp_set_state+fexit/inet_csk_listen_start",
+                programs: &[
+                    ProgramSpec {
+                        program: "handshake_fentry_set_state",
+                        attach: Attach::FEntry {
+                            function: "tcp_set_state",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "handshake_fexit_listen_start",
+                        attach: Attach::FExit {
+                            function: "inet_csk_listen_start",
+                        },
+                    },
+                ],
+                extra: None,
             },
-        )],
+            Candidate {
+                kind: HookKind::Kprobe,
+                label: "kprobe/tcp_set_state+kretprobe/inet_csk_listen_start",
+                programs: &[
+                    ProgramSpec {
+                        program: "handshake_kprobe_set_state",
+                        attach: Attach::KProbe {
+                            function: "tcp_set_state",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "handshake_kprobe_listen_start",
+                        attach: Attach::KProbe {
+                            function: "inet_csk_listen_start",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "handshake_kretprobe_listen_start",
+                        attach: Attach::KProbe {
+                            function: "inet_csk_listen_start",
+                        },
+                    },
+                ],
+                extra: None,
+            },
+            one!(
+                HookKind::Tracepoint,
+                "tp_btf/inet_sock_set_state",
+                "handshake_set_state",
+                Attach::BtfTracePoint {
+                    event: "inet_sock_set_state",
+                },
+            ),
+        ],
     ),
     (
         Stage::Accept,
@@ -213,6 +273,16 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                         },
                     },
                 ],
+                // io_uring accepts bypass the system calls (kernels without io_uring lack it).
+                extra: Some(Extra {
+                    label: "tp_btf/io_uring_complete",
+                    program: ProgramSpec {
+                        program: "accept_io_uring_complete",
+                        attach: Attach::BtfTracePoint {
+                            event: "io_uring_complete",
+                        },
+                    },
+                }),
             },
         ],
     ),
@@ -226,26 +296,189 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
         )],
     ),
     (
-        Stage::SynackRetransmit,
-        &[one!(
-            HookKind::Tracepoint,
-            "tp_btf/tcp_retransmit_synack",
-            "synack_retransmit",
-            Attach::BtfTracePoint {
-                event: "tcp_retransmit_synack",
+        Stage::ListenDrops,
+        // Nothing fires when a listener drops a SYN: no tracepoint can see this stage.
+        &[
+            Candidate {
+                kind: HookKind::Fentry,
+                label: "fentry+fexit/tcp_conn_request,tcp_check_req,cookie_v{4,6}_check",
+                programs: &[
+                    ProgramSpec {
+                        program: "counted_fentry_conn_request",
+                        attach: Attach::FEntry {
+                            function: "tcp_conn_request",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fexit_conn_request",
+                        attach: Attach::FExit {
+                            function: "tcp_conn_request",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fentry_check_req",
+                        attach: Attach::FEntry {
+                            function: "tcp_check_req",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fexit_check_req",
+                        attach: Attach::FExit {
+                            function: "tcp_check_req",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fentry_cookie_v4",
+                        attach: Attach::FEntry {
+                            function: "cookie_v4_check",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fexit_cookie_v4",
+                        attach: Attach::FExit {
+                            function: "cookie_v4_check",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fentry_cookie_v6",
+                        attach: Attach::FEntry {
+                            function: "cookie_v6_check",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_fexit_cookie_v6",
+                        attach: Attach::FExit {
+                            function: "cookie_v6_check",
+                        },
+                    },
+                ],
+                extra: None,
             },
-        )],
+            Candidate {
+                kind: HookKind::Kprobe,
+                label: "kprobe+kretprobe/tcp_conn_request,tcp_check_req,cookie_v{4,6}_check",
+                programs: &[
+                    ProgramSpec {
+                        program: "counted_kprobe_listener_arg2",
+                        attach: Attach::KProbe {
+                            function: "tcp_conn_request",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kretprobe_syn",
+                        attach: Attach::KProbe {
+                            function: "tcp_conn_request",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kprobe_listener_arg0",
+                        attach: Attach::KProbe {
+                            function: "tcp_check_req",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kretprobe_ack",
+                        attach: Attach::KProbe {
+                            function: "tcp_check_req",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kprobe_listener_arg0",
+                        attach: Attach::KProbe {
+                            function: "cookie_v4_check",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kretprobe_ack",
+                        attach: Attach::KProbe {
+                            function: "cookie_v4_check",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kprobe_listener_arg0",
+                        attach: Attach::KProbe {
+                            function: "cookie_v6_check",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "counted_kretprobe_ack",
+                        attach: Attach::KProbe {
+                            function: "cookie_v6_check",
+                        },
+                    },
+                ],
+                extra: None,
+            },
+        ],
+    ),
+    (
+        Stage::SynackRetransmit,
+        &[
+            one!(
+                HookKind::Fentry,
+                "fexit/tcp_rtx_synack",
+                "synack_fexit",
+                Attach::FExit {
+                    function: "tcp_rtx_synack",
+                }
+            ),
+            Candidate {
+                kind: HookKind::Kprobe,
+                label: "kretprobe/tcp_rtx_synack",
+                programs: &[
+                    ProgramSpec {
+                        program: "synack_kprobe",
+                        attach: Attach::KProbe {
+                            function: "tcp_rtx_synack",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "synack_kretprobe",
+                        attach: Attach::KProbe {
+                            function: "tcp_rtx_synack",
+                        },
+                    },
+                ],
+                extra: None,
+            },
+            one!(
+                HookKind::Tracepoint,
+                "tp_btf/tcp_retransmit_synack",
+                "synack_retransmit",
+                Attach::BtfTracePoint {
+                    event: "tcp_retransmit_synack",
+                },
+            ),
+        ],
     ),
     (
         Stage::Queues,
-        &[one!(
-            HookKind::Tracepoint,
-            "tp_btf/sk_data_ready",
-            "queues_data_ready",
-            Attach::BtfTracePoint {
-                event: "sk_data_ready",
-            }
-        )],
+        &[
+            one!(
+                HookKind::Fentry,
+                "fentry/sock_def_readable",
+                "queues_fentry",
+                Attach::FEntry {
+                    function: "sock_def_readable",
+                }
+            ),
+            one!(
+                HookKind::Kprobe,
+                "kprobe/sock_def_readable",
+                "queues_kprobe",
+                Attach::KProbe {
+                    function: "sock_def_readable",
+                }
+            ),
+            one!(
+                HookKind::Tracepoint,
+                "tp_btf/sk_data_ready",
+                "queues_data_ready",
+                Attach::BtfTracePoint {
+                    event: "sk_data_ready",
+                }
+            ),
+        ],
     ),
 ];
 
@@ -253,8 +486,8 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
 #[derive(Clone, Debug)]
 pub struct StageHook {
     pub stage: Stage,
-    /// `None`: an optional stage that nothing on this kernel can observe.
-    pub active: Option<&'static str>,
+    /// The hooks used; `None`: an optional stage that nothing on this kernel can observe.
+    pub active: Option<String>,
     /// Better candidates that failed, with the kernel's reason.
     pub skipped: Vec<(&'static str, String)>,
 }
@@ -265,38 +498,56 @@ impl fmt::Display for StageHook {
             f,
             "{}={}",
             self.stage.name(),
-            self.active.unwrap_or("unavailable")
+            self.active.as_deref().unwrap_or("unavailable")
         )
     }
 }
 
 /// Loads and attaches the first working candidate of every stage. With a forced kind, a stage
-/// that offers that kind uses it or fails; the others keep their own.
+/// that offers that kind uses it or fails; a stage that does not is left out. `unavailable`:
+/// stages that cannot work here whatever the hook, with the reason (something the programs
+/// need is missing).
 pub fn attach_plan(
     ebpf: &mut Ebpf,
     btf: &Btf,
     choice: HookChoice,
+    unavailable: &[(Stage, String)],
 ) -> anyhow::Result<Vec<StageHook>> {
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
-        let forced = choice
-            .kind()
-            .filter(|kind| candidates.iter().any(|c| c.kind == *kind));
+        let forced = choice.kind();
+        let offered = forced.is_some_and(|kind| candidates.iter().any(|c| c.kind == kind));
         let mut skipped = Vec::new();
         let mut active = None;
-        for candidate in candidates
+        let missing = unavailable.iter().find(|(s, _)| *s == stage);
+        if let Some((_, reason)) = missing {
+            skipped.push(("per-CPU counters", reason.clone()));
+        } else if let (Some(kind), false) = (forced, offered) {
+            let kind = format!("{kind:?}").to_lowercase();
+            skipped.push(("--hooks", format!("no {kind} hook observes this stage")));
+        }
+        let eligible: Vec<&Candidate> = candidates
             .iter()
             .filter(|c| forced.is_none_or(|kind| c.kind == kind))
-        {
+            .filter(|_| skipped.is_empty())
+            .collect();
+        for candidate in eligible {
             match attach_candidate(ebpf, btf, candidate) {
                 Ok(()) => {
-                    active = Some(candidate.label);
+                    let mut label = candidate.label.to_owned();
+                    if let Some(extra) = candidate.extra {
+                        match attach_program(ebpf, btf, &extra.program) {
+                            Ok(()) => label = format!("{label}+{}", extra.label),
+                            Err(e) => skipped.push((extra.label, short_reason(&e))),
+                        }
+                    }
+                    active = Some(label);
                     break;
                 }
                 Err(reason) => skipped.push((candidate.label, reason)),
             }
         }
-        if let (None, Some(kind)) = (active, forced) {
+        if let (None, Some(kind), true, None) = (&active, forced, offered, missing) {
             let reasons: Vec<String> = skipped.iter().map(|(_, reason)| reason.clone()).collect();
             return Err(anyhow!(
                 "--hooks {}: the {} stage cannot use it on this kernel: {}",
@@ -369,7 +620,10 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> anyhow::Res
         }
         Attach::KProbe { function } => {
             let program: &mut KProbe = program.try_into()?;
-            program.load()?;
+            // A kprobe program reads registers, so one can serve several functions.
+            if program.fd().is_err() {
+                program.load()?;
+            }
             program.attach(function, 0)?;
         }
         Attach::BtfTracePoint { event } => {
@@ -416,6 +670,11 @@ fn short_reason(error: &anyhow::Error) -> String {
     }
     let text = format!("{error:#}");
     // aya attaches kprobes through the perf kprobe PMU.
+    // ENOTSUPP, which has no name in userspace: for fentry, a function the trampoline cannot
+    // attach to (more than six arguments before 6.6, or not traceable).
+    if text.contains("os error 524") {
+        return "the kernel cannot attach to this function (ENOTSUPP)".to_owned();
+    }
     if text.contains("devices/kprobe") {
         return "no kprobe PMU (kernel built without CONFIG_KPROBES)".to_owned();
     }
@@ -439,8 +698,10 @@ mod tests {
                 kinds.windows(2).all(|w| rank(&w[0]) < rank(&w[1])),
                 "{stage:?}: {kinds:?}"
             );
-            // Tracepoints are the last resort that must exist for every stage.
-            assert_eq!(kinds.last(), Some(&HookKind::Tracepoint), "{stage:?}");
+            // Tracepoints are the last resort, for every stage they can observe.
+            if *stage != Stage::ListenDrops {
+                assert_eq!(kinds.last(), Some(&HookKind::Tracepoint), "{stage:?}");
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-//! Address ranges of kernel functions, from /proc/kallsyms.
+//! Addresses of kernel symbols, from /proc/kallsyms.
 
 use anyhow::{Context as _, anyhow, bail};
 
@@ -40,6 +40,32 @@ fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
     Ok((start, end))
 }
 
+/// Address of the kernel data symbol `name` (listed only on kernels built with
+/// CONFIG_KALLSYMS_ALL, as distributions build them).
+pub fn data_address(name: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+    data_address_in(&text, name)
+}
+
+fn data_address_in(kallsyms: &str, name: &str) -> anyhow::Result<u64> {
+    let address = kallsyms
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (address, kind, symbol) = (fields.next()?, fields.next()?, fields.next()?);
+            let data = matches!(kind, "d" | "D" | "b" | "B" | "r" | "R");
+            (data && symbol == name && fields.next().is_none()).then_some(address)
+        })
+        .ok_or_else(|| {
+            anyhow!("/proc/kallsyms has no {name} (kernel built without CONFIG_KALLSYMS_ALL)")
+        })?;
+    let address = u64::from_str_radix(address, 16).context("bad address in /proc/kallsyms")?;
+    if address == 0 {
+        bail!("/proc/kallsyms hides kernel addresses (kernel.kptr_restrict); run as root");
+    }
+    Ok(address)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +83,16 @@ ffffffff82022bc0 t tcp_rcv_state_process\t[some_module]
         let (start, end) = function_range_in(SAMPLE, "tcp_rcv_state_process").unwrap();
         assert_eq!(start, 0xffffffff82022bc0);
         assert_eq!(end, 0xffffffff82024200);
+    }
+
+    #[test]
+    fn data_symbols_only() {
+        assert_eq!(
+            data_address_in(SAMPLE, "some_data").unwrap(),
+            0xffffffff82024000
+        );
+        assert!(data_address_in(SAMPLE, "tcp_conn_request").is_err());
+        assert!(data_address_in("0000000000000000 d some_data\n", "some_data").is_err());
     }
 
     #[test]

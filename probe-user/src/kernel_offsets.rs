@@ -1,9 +1,11 @@
 //! The struct member offsets the kernel programs need, resolved from the running kernel's BTF.
 
 use anyhow::Context as _;
-use probe_common::KernelOffsets;
+use probe_common::{
+    COUNTED_MIB_NAMES, COUNTED_MIBS, IoUringOffsets, KernelOffsets, ListenCounters,
+};
 
-use crate::btf::Btf;
+use crate::{btf::Btf, kallsyms};
 
 /// Resolves every offset in [`KernelOffsets`]; fails naming the first member this kernel lacks.
 pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
@@ -43,6 +45,36 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         socket_sk: btf.member_offset("socket", "sk")?,
     };
     Ok(offsets)
+}
+
+/// Where the namespace's listen counters live on this kernel: the per-CPU offset table, the
+/// counter block in `struct net`, and each counter's index (they move between versions).
+pub fn listen_counters(btf: &Btf) -> anyhow::Result<ListenCounters> {
+    let mut indices = [0u32; COUNTED_MIBS];
+    for (index, name) in indices.iter_mut().zip(COUNTED_MIB_NAMES) {
+        *index = btf
+            .enumerator(name)
+            .and_then(|v| u32::try_from(v).context("negative MIB index"))?;
+    }
+    Ok(ListenCounters {
+        per_cpu_offsets: kallsyms::data_address("__per_cpu_offset")?,
+        net_statistics: btf.member_offset("net", "mib.net_statistics")?,
+        indices,
+        _pad: 0,
+    })
+}
+
+/// Where io_uring requests keep opcode and result; zeros (which the program takes as "none")
+/// on kernels built without io_uring.
+pub fn io_uring(btf: &Btf) -> IoUringOffsets {
+    let offsets = || -> anyhow::Result<IoUringOffsets> {
+        Ok(IoUringOffsets {
+            request_opcode: btf.member_offset("io_kiocb", "opcode")?,
+            request_result: btf.member_offset("io_kiocb", "cqe")?
+                + btf.member_offset("io_cqe", "res")?,
+        })
+    };
+    offsets().unwrap_or_default()
 }
 
 /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, or `None` on kernels before 6.15 that lack it.

@@ -126,7 +126,7 @@ impl Session {
             .hooks
             .iter()
             .map(|hook| {
-                let active = hook.active.unwrap_or("unavailable");
+                let active = hook.active.as_deref().unwrap_or("unavailable");
                 (hook.stage.name().to_owned(), active.to_owned())
             })
             .collect();
@@ -139,6 +139,7 @@ impl Session {
             observes_ack_overflows: self.tracer.observes(Stage::ListenerDiscards)
                 && self.tracer.listen_overflow_reason.is_some(),
             observes_queues: self.tracer.observes(Stage::Queues),
+            observes_listen_drops: self.tracer.observes(Stage::ListenDrops),
             ports: &self.ports,
             kernel: preflight::kernel_release(),
             hooks,

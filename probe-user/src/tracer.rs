@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
-use probe_common::{ConnEvent, ListenerKey, ProbeConfig, QueueDepths};
+use probe_common::{ConnEvent, ListenCounters, ListenerKey, ProbeConfig, QueueDepths};
 use tokio::io::unix::AsyncFd;
 
 use crate::{btf, hooks, kallsyms, kernel_offsets, preflight};
@@ -49,6 +49,14 @@ impl Tracer {
             .context("this kernel's structures are not the ones synscope knows")?;
         let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
         let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf);
+        // Without them the listen_drops stage is left out, and drops come from the counters.
+        let (listen_counters, unavailable) = match kernel_offsets::listen_counters(&kernel_btf) {
+            Ok(counters) => (counters, Vec::new()),
+            Err(e) => (
+                ListenCounters::default(),
+                vec![(hooks::Stage::ListenDrops, format!("{e:#}"))],
+            ),
+        };
         let config = ProbeConfig {
             offsets,
             filter_ports: u32::from(!options.ports.is_empty()),
@@ -65,6 +73,9 @@ impl Tracer {
             .override_global("CONFIG", &config, true)
             .override_global("SYN_CONSUMER_START", &syn_consumer_start, true)
             .override_global("SYN_CONSUMER_END", &syn_consumer_end, true)
+            .override_global("SK_STATE_OFFSET", &offsets.sk_state, true)
+            .override_global("LISTEN_COUNTERS", &listen_counters, true)
+            .override_global("IO_URING", &kernel_offsets::io_uring(&kernel_btf), true)
             .load(PROBES)
             .context("cannot load synscope's kernel programs")?;
 
@@ -91,7 +102,7 @@ impl Tracer {
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
         )?;
         // Attach last: maps and filters are in place before the first event.
-        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf, options.hooks)?;
+        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf, options.hooks, &unavailable)?;
         Ok(Self {
             _ebpf: ebpf,
             queues,

@@ -275,6 +275,33 @@ pub fn scenario_in(scenario_bin: &str, netns: &Netns, args: &[&str]) -> String {
     shell(&argv)
 }
 
+/// Records a figure that must agree between backends on one kernel: the kernel matrix sets
+/// `SYNSCOPE_FIGURES` to a file per backend and compares them (`cargo xtask vm-test`).
+/// `tolerance` is relative (0: exactly equal). The figure is named after the calling test.
+pub fn figure(name: &str, value: f64, tolerance: f64) {
+    let Ok(path) = std::env::var("SYNSCOPE_FIGURES") else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
+    let line = format!("{test}/{name} {value} {tolerance}\n");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot write figures to {path}: {e}"));
+    std::io::Write::write_all(&mut file, line.as_bytes()).expect("write figure");
+}
+
+/// Records fields of a listener (dotted paths) that must be equal between backends.
+pub fn exact_figures(listener: &Value, port: u16, paths: &[&str]) {
+    for path in paths {
+        figure(&format!("{port}.{path}"), num(listener, path), 0.0);
+    }
+}
+
 /// A numeric field of the report, failing the test if missing.
 pub fn num(value: &Value, path: &str) -> f64 {
     path.split('.')

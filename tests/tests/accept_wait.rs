@@ -1,7 +1,7 @@
 //! A server that accepts each connection a known time after it entered the accept queue: the
 //! accept wait must show that time, the handshake must stay far below it.
 
-use synscope_tests::{Netns, num, require_root, scenario, synscope_run};
+use synscope_tests::{Netns, exact_figures, figure, num, require_root, scenario, synscope_run};
 
 const DELAY_MS: f64 = 50.0;
 const CONNECTIONS: u64 = 20;
@@ -56,6 +56,14 @@ fn accept_wait_matches_a_known_accept_delay() {
         total >= parts * 0.999 && total <= parts + 1000.0,
         "SYN->accept p50 {total} µs vs accept wait {parts} µs"
     );
+
+    exact_figures(
+        listener,
+        7100,
+        &["handshakes", "accepted", "syn_to_accept_us.count"],
+    );
+    // Both within [DELAY_MS, DELAY_MS + 20): at most 20 / 70 apart.
+    figure("accept_wait_p50_ms", accept_p50_ms, 0.3);
 
     let acceptor = &listener["acceptors"][0];
     assert_eq!(acceptor["comm"], "scenario", "{listener:#}");

@@ -1,6 +1,8 @@
 //! Every connection counted once at each stage, with concurrent clients.
 
-use synscope_tests::{Netns, expected_syn_hook, require_root, scenario, synscope_run};
+use synscope_tests::{
+    Netns, exact_figures, expected_syn_hook, require_root, scenario, synscope_run,
+};
 
 #[test]
 fn n_connections_give_exactly_n_at_every_stage() {
@@ -25,6 +27,16 @@ fn n_connections_give_exactly_n_at_every_stage() {
     for dist in ["handshake_us", "accept_wait_us", "syn_to_accept_us"] {
         assert_eq!(listener[dist]["count"], 500, "{dist} in {listener:#}");
     }
+    exact_figures(
+        listener,
+        7200,
+        &[
+            "syn_received",
+            "handshakes",
+            "accepted",
+            "syn_to_accept_us.count",
+        ],
+    );
     assert_eq!(listener["addr"], "127.0.0.1");
     assert_eq!(traced.report["lost_events"], 0);
     assert_eq!(traced.report["schema"], 1);

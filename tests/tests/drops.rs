@@ -2,7 +2,9 @@
 //! that get different amounts: synscope's per-port figures must add up to the namespace's own
 //! counters (read by the test itself before and after), and be told apart per port.
 
-use synscope_tests::{Netns, Traced, final_ack_drop, netns_sysctl, require_root, synscope_run_in};
+use synscope_tests::{
+    Netns, Traced, exact_figures, final_ack_drop, netns_sysctl, require_root, synscope_run_in,
+};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -109,11 +111,12 @@ fn final_ack_overflow_script() -> String {
     .join("\n")
 }
 
-/// Whether this kernel lets synscope tell a listener's discards from its listen drops
-/// (`skb:kfree_skb` names the receiving socket since 6.11). Where it cannot, a final-ACK
-/// overflow counts twice on the socket, and the report must say it is not exact.
+/// Whether synscope can tell final-ACK overflows apart here: each drop is an event (fentry,
+/// kprobes), or `skb:kfree_skb` names the receiving socket (6.11+) so that a listener's
+/// discards are told from its listen drops. Where neither, a final-ACK overflow counts twice
+/// on the socket, and the report must say it is not exact.
 fn sees_listener_discards(traced: &Traced, netns: &Netns, ports: &[u16]) -> bool {
-    if traced.report["hooks"]["listener_discards"] != "unavailable" {
+    if drops_are_events(traced) || traced.report["hooks"]["listener_discards"] != "unavailable" {
         return true;
     }
     for &port in ports {
@@ -190,6 +193,11 @@ fn final_ack_overflow_with_abort_on_overflow_resets_each_once() {
         // The first overflowing ACK is answered with a reset and the handshake is gone.
         assert_eq!(ack_overflows(&traced, &netns, port), pending);
         assert_eq!(drops(&traced, &netns, port, "listen_overflows"), pending);
+        exact_figures(
+            traced.listener(&netns, port),
+            port,
+            &["drops.listen_overflows"],
+        );
     }
 }
 
@@ -237,8 +245,100 @@ fn syncookies_sent_when_forced() {
         let listener = traced.listener(&netns, port);
         assert_eq!(listener["syncookies_sent"], expected, "{listener:#}");
         assert_eq!(listener["accepted"], expected, "{listener:#}");
+        exact_figures(listener, port, &["syncookies_sent", "accepted"]);
     }
     assert_eq!(deltas, [35, 35]);
+}
+
+/// Whether every listen drop and SYN cookie is an event here (fentry and kprobe backends).
+fn drops_are_events(traced: &Traced) -> bool {
+    traced.report["hooks"]["listen_drops"] != "unavailable"
+}
+
+#[test]
+fn both_kinds_of_syn_time_drop_told_apart_per_port() {
+    require_root();
+    let netns = Netns::new("bothdrops");
+    netns_sysctl(&netns, "net.ipv4.tcp_syncookies", "0");
+    // 7641: handshakes complete and are never accepted, so later SYNs find the accept queue
+    // full. 7642: final ACKs never arrive, so later SYNs find the SYN queue full.
+    let (drop_acks, _) = final_ack_drop(&[7642]);
+    let script = [
+        stuck_server(7641, 2, 1500),
+        stuck_server(7642, 4, 1500),
+        "sleep 0.2".into(),
+        drop_acks,
+        clients(7641, 8, 1000, 500),
+        clients(7642, 10, 1000, 500),
+        "wait".into(),
+    ]
+    .join("\n");
+    let (traced, deltas) = trace_with_counters(
+        &netns,
+        &script,
+        &["ListenOverflows", "TCPReqQFullDrop", "ListenDrops"],
+    );
+    assert!(deltas.iter().all(|&d| d > 0), "counters {deltas:?}");
+    if !drops_are_events(&traced) {
+        // From the namespace's counters alone, which listener had which kind is unknown: the
+        // split is not guessed.
+        for port in [7641, 7642] {
+            let listener = traced.listener(&netns, port);
+            let attribution = listener["drops"]["attribution"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(attribution.starts_with("ambiguous"), "{listener:#}");
+            assert!(
+                listener["drops"]["listen_overflows"].is_null(),
+                "{listener:#}"
+            );
+        }
+        return;
+    }
+    let field = |port, name| drops(&traced, &netns, port, name);
+    assert!(field(7641, "listen_overflows") > 0);
+    assert_eq!(field(7642, "listen_overflows"), 0);
+    assert!(field(7642, "syn_queue_full") > 0);
+    let sum = |name| field(7641, name) + field(7642, name);
+    assert_eq!(
+        [
+            sum("listen_overflows"),
+            sum("syn_queue_full"),
+            sum("listen_drops")
+        ],
+        [deltas[0], deltas[1], deltas[2]],
+        "per-port drops against the namespace's counters"
+    );
+}
+
+#[test]
+fn syncookies_per_port_when_syn_queues_fill() {
+    require_root();
+    let netns = Netns::new("cookieports");
+    netns_sysctl(&netns, "net.ipv4.tcp_syncookies", "1");
+    // Final ACKs never arrive: four handshakes fill each SYN queue (backlog 4), and every
+    // later SYN is answered with a cookie.
+    let (drop_acks, _) = final_ack_drop(&[7651, 7652]);
+    let script = [
+        stuck_server(7651, 4, 1500),
+        stuck_server(7652, 4, 1500),
+        "sleep 0.2".into(),
+        drop_acks,
+        clients(7651, 12, 1000, 500),
+        clients(7652, 7, 1000, 500),
+        "wait".into(),
+    ]
+    .join("\n");
+    let (traced, deltas) = trace_with_counters(&netns, &script, &["SyncookiesSent"]);
+    let sent = |port| traced.listener(&netns, port)["syncookies_sent"].as_u64();
+    if !drops_are_events(&traced) {
+        // Two listeners received SYNs: the namespace's counter cannot be split.
+        assert_eq!((sent(7651), sent(7652)), (None, None));
+        return;
+    }
+    let (a, b) = (sent(7651).unwrap(), sent(7652).unwrap());
+    assert!(a > b && b > 0, "cookies {a} and {b}");
+    assert_eq!(a + b, deltas[0], "per-port cookies against SyncookiesSent");
 }
 
 #[test]
@@ -262,6 +362,7 @@ fn synack_retransmits_show_in_the_handshake_time() {
         let listener = traced.listener(&netns, port);
         assert_eq!(listener["synack_retransmits"], clients, "{listener:#}");
         assert_eq!(listener["handshakes"], clients, "{listener:#}");
+        exact_figures(listener, port, &["synack_retransmits", "handshakes"]);
         let p50_s = listener["handshake_us"]["p50"].as_f64().unwrap() / 1e6;
         assert!(
             (1.0..1.5).contains(&p50_s),

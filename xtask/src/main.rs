@@ -11,6 +11,7 @@ use std::{
 
 mod bench;
 mod commands;
+mod figures;
 mod vm;
 
 use anyhow::{Context as _, bail};

@@ -16,7 +16,10 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::commands::{check, output};
+use crate::{
+    commands::{check, output},
+    figures::Figures,
+};
 
 /// Debian kernel packages: the newest matching each pattern.
 const KERNELS: [&str; 2] = [
@@ -88,8 +91,9 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
 
     // The host kernel's cells run natively: its image is not at hand to boot.
     let mut failed = false;
+    let mut figures = Figures::default();
     if selection.kernel.as_deref().is_none_or(|k| k == "host") {
-        failed |= host_cells(&synscope, &tests, &selection.backends)?;
+        failed |= host_cells(&work, &synscope, &tests, &selection.backends, &mut figures)?;
     }
     let patterns = KERNELS.iter().filter(|p| {
         selection
@@ -105,7 +109,7 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
         let lines: Vec<&str> = output
             .lines()
             .filter_map(|l| {
-                ["VMTEST", "VMFAIL", "VMLOG"]
+                ["VMTEST", "VMFAIL", "VMLOG", "VMFIG"]
                     .iter()
                     .find_map(|tag| l.find(tag).map(|at| &l[at..]))
             })
@@ -120,7 +124,15 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
             failed = true;
         }
         for line in lines {
-            if let Some(verdict) = line.strip_prefix("VMTEST ") {
+            if let Some(recorded) = line.strip_prefix("VMFIG ") {
+                // release backend name value tolerance
+                let mut fields = recorded.splitn(3, ' ');
+                if let (Some(release), Some(backend), Some(rest)) =
+                    (fields.next(), fields.next(), fields.next())
+                {
+                    figures.add(release, backend, rest);
+                }
+            } else if let Some(verdict) = line.strip_prefix("VMTEST ") {
                 println!("{verdict}");
                 failed |= verdict.contains(" FAIL ");
             } else {
@@ -128,6 +140,7 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
             }
         }
     }
+    failed |= !figures.compare();
     if failed {
         bail!("the kernel matrix has failures");
     }
@@ -135,7 +148,13 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
 }
 
 /// The matrix cells of the running kernel: the same tests, natively, per backend.
-fn host_cells(synscope: &Path, tests: &[PathBuf], backends: &str) -> anyhow::Result<bool> {
+fn host_cells(
+    work: &Path,
+    synscope: &Path,
+    tests: &[PathBuf],
+    backends: &str,
+    figures: &mut Figures,
+) -> anyhow::Result<bool> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")?
         .trim()
         .to_owned();
@@ -154,10 +173,13 @@ fn host_cells(synscope: &Path, tests: &[PathBuf], backends: &str) -> anyhow::Res
             continue;
         }
         let (mut passed, mut failures) = (0, 0);
+        let figure_file = work.join(format!("figures.host.{backend}"));
+        let _ = fs::remove_file(&figure_file);
         for test in tests {
             let out = Command::new(test)
                 .arg("--test-threads=1")
                 .env("SYNSCOPE_HOOKS", backend)
+                .env("SYNSCOPE_FIGURES", &figure_file)
                 .env("SYNSCOPE_BIN", synscope)
                 .output()?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -173,6 +195,9 @@ fn host_cells(synscope: &Path, tests: &[PathBuf], backends: &str) -> anyhow::Res
                 .unwrap_or_default();
             passed += crate::count_before(result, " passed");
             failures += crate::count_before(result, " failed") + u64::from(result.is_empty());
+        }
+        if let Ok(text) = fs::read_to_string(&figure_file) {
+            figures.add(&release, backend, &text);
         }
         let verdict = if failures == 0 { "PASS" } else { "FAIL" };
         println!(

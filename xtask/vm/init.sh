@@ -1,6 +1,7 @@
 #!/bin/sh
 # /init of the kernel-matrix VM: mounts what synscope and the tests need, runs the integration
-# tests once per backend, prints one VMTEST line each, and powers off.
+# tests once per backend, prints one VMTEST line each and the figures the tests recorded
+# (VMFIG, compared between backends by xtask), and powers off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -28,6 +29,8 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     continue
   fi
   passed=0; failed=0
+  export SYNSCOPE_FIGURES=/tmp/figures.$backend
+  rm -f "$SYNSCOPE_FIGURES"
   for test in $(cat /vmtests/list); do
     "$test" --test-threads=1 > /tmp/log 2>&1
     result=$(grep '^test result:' /tmp/log | tail -1)
@@ -37,6 +40,7 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
     grep -A40 "panicked at" /tmp/log | head -80 | sed "s|^|VMLOG   |"
   done
+  [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
   echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed)"
 done

@@ -7,7 +7,7 @@ use probe_common::{ListenerKey, QueueDepths};
 use super::{Acceptor, ListenerReport, NamespaceReport, Report, SCHEMA};
 use crate::{
     aggregate::{Aggregator, ListenerStats},
-    drops::{self, ListenerInput},
+    drops::{self, CountedDrops, ListenerInput},
     kernel_view::KernelView,
 };
 
@@ -21,6 +21,8 @@ pub struct Sources<'a> {
     /// Listener discards are hooked and the kernel names final-ACK overflows (6.15+).
     pub observes_ack_overflows: bool,
     pub observes_queues: bool,
+    /// Every listen drop, SYN cookie and Fast Open child is an event (fentry, kprobes).
+    pub observes_listen_drops: bool,
     /// Ports the user asked for; empty for all.
     pub ports: &'a [u16],
     pub kernel: String,
@@ -62,12 +64,28 @@ pub fn build(sources: &Sources<'_>) -> Report {
                         .observes_ack_overflows
                         .then(|| stats.map_or(0, |s| s.ack_overflows)),
                     syn_received: stats.map_or(0, |s| s.syn_received),
+                    counted_cookies: sources.observes_listen_drops.then(|| {
+                        stats.map_or((0, 0), |s| {
+                            (s.counted.syncookies_sent, s.counted.syncookies_failed)
+                        })
+                    }),
                 };
                 (key, input)
             })
             .collect();
-        let namespace_drops = drops::attribute(&deltas, &inputs);
         let mode = view.sysctls(netns).and_then(|s| s.tcp_syncookies);
+        let namespace_drops = if sources.observes_listen_drops {
+            let counted: BTreeMap<ListenerKey, CountedDrops> = inputs
+                .keys()
+                .map(|key| {
+                    let stats = aggregator.listeners.get(key);
+                    (*key, stats.map(|s| s.counted).unwrap_or_default())
+                })
+                .collect();
+            drops::attribute_counted(&deltas, &counted)
+        } else {
+            drops::attribute(&deltas, &inputs)
+        };
         cookies.extend(drops::attribute_cookies(
             &deltas,
             &inputs,
@@ -114,6 +132,9 @@ pub fn build(sources: &Sources<'_>) -> Report {
                 syn_to_accept_us: stats.syn_to_accept.summary(),
                 drops: drops.get(&key).cloned().unwrap_or_default(),
                 cookies: cookies.get(&key).cloned().unwrap_or_default(),
+                fastopen: sources
+                    .observes_listen_drops
+                    .then_some(stats.counted.fastopen),
                 synack_retransmits: sources
                     .observes_synack_retransmits
                     .then_some(stats.synack_retransmits),

@@ -68,6 +68,9 @@ pub struct ListenerReport {
     pub drops: Drops,
     #[serde(flatten)]
     pub cookies: Cookies,
+    /// Connections whose SYN created the child at once (TCP Fast Open); null where no hook
+    /// observes them (tracepoints).
+    pub fastopen: Option<u64>,
     /// SYN-ACKs this listener sent again; null where no hook observes them.
     pub synack_retransmits: Option<u64>,
     /// Handshakes abandoned after the last SYN-ACK retry: no hook observes them yet.
@@ -146,6 +149,7 @@ pub(crate) mod sample {
                     syncookies_sent: Some(0),
                     syncookies_failed: Some(0),
                 },
+                fastopen: Some(0),
                 synack_retransmits: Some(3),
                 request_timeouts: None,
                 backlog: Some(128),

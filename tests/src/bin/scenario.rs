@@ -3,7 +3,9 @@
 //! `scenario --listen ADDR ...`: a server and its clients in one process: `--connections`
 //! clients that each connect, wait for the server to close, and go, and a server that accepts
 //! each pending connection `--accept-delay-ms` after it entered the accept queue. Exits 0 only
-//! when every connection was made and accepted.
+//! when every connection was made and accepted. `--fastopen 1`: the listener takes TCP Fast
+//! Open and each client sends a byte in its SYN (the namespace's `net.ipv4.tcp_fastopen` must
+//! allow it). `--io-uring 1`: the server accepts through io_uring instead of accept(2).
 //!
 //! `scenario serve --listen ADDR --backlog N --accept-after-ms T --duration-ms D`: a server
 //! alone, that accepts nothing for T ms (its queues fill), then accepts whatever comes, and
@@ -16,7 +18,7 @@
 use std::{
     io::Read as _,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -34,6 +36,8 @@ struct Options {
     connections: usize,
     concurrency: usize,
     accept_delay: Duration,
+    fastopen: bool,
+    io_uring: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -42,6 +46,8 @@ fn parse_options() -> anyhow::Result<Options> {
     let mut connections = 10;
     let mut concurrency = 1;
     let mut accept_delay_ms = 0;
+    let mut fastopen = 0;
+    let mut io_uring = 0;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -53,6 +59,8 @@ fn parse_options() -> anyhow::Result<Options> {
             "--connections" => connections = value.parse()?,
             "--concurrency" => concurrency = value.parse()?,
             "--accept-delay-ms" => accept_delay_ms = value.parse()?,
+            "--fastopen" => fastopen = value.parse::<u8>()?,
+            "--io-uring" => io_uring = value.parse::<u8>()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -63,6 +71,8 @@ fn parse_options() -> anyhow::Result<Options> {
         connections,
         concurrency: concurrency.max(1),
         accept_delay: Duration::from_millis(accept_delay_ms),
+        fastopen: fastopen != 0,
+        io_uring: io_uring != 0,
     })
 }
 
@@ -170,20 +180,33 @@ fn together() -> anyhow::Result<()> {
     let options = parse_options()?;
     // Large enough that no test connection is ever dropped.
     let listener = listener(options.listen, 4096)?;
+    if options.fastopen {
+        enable_fastopen(&listener)?;
+    }
 
     let server = {
         let (connections, delay) = (options.connections, options.accept_delay);
-        thread::spawn(move || serve(listener, connections, delay))
+        let accept = if options.io_uring {
+            accept_io_uring
+        } else {
+            accept_syscall
+        };
+        thread::spawn(move || serve(listener, connections, delay, accept))
     };
     let started = std::time::Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..options.concurrency)
         .map(|_| {
             let (next, target, total) = (next.clone(), options.connect, options.connections);
+            let fastopen = options.fastopen;
             thread::spawn(move || -> anyhow::Result<()> {
                 while next.fetch_add(1, Ordering::SeqCst) < total {
-                    let mut stream =
-                        TcpStream::connect(target).with_context(|| format!("connect {target}"))?;
+                    let mut stream = if fastopen {
+                        connect_fastopen(target)
+                    } else {
+                        TcpStream::connect(target)
+                    }
+                    .with_context(|| format!("connect {target}"))?;
                     // The server closes after accept(): wait for it, so each connection's
                     // accept-queue wait is the server's alone.
                     let _ = stream.read(&mut [0u8; 1]);
@@ -204,15 +227,89 @@ fn together() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts `connections` connections, each `delay` after it became acceptable.
-fn serve(listener: TcpListener, connections: usize, delay: Duration) -> anyhow::Result<usize> {
+/// Accepts `connections` connections, each `delay` after it became acceptable, and closes
+/// them.
+fn serve(
+    listener: TcpListener,
+    connections: usize,
+    delay: Duration,
+    accept: fn(&TcpListener) -> anyhow::Result<OwnedFd>,
+) -> anyhow::Result<usize> {
     for _ in 0..connections {
         wait_acceptable(&listener)?;
         thread::sleep(delay);
-        let (stream, _) = listener.accept()?;
-        drop(stream);
+        drop(accept(&listener)?);
     }
     Ok(connections)
+}
+
+fn accept_syscall(listener: &TcpListener) -> anyhow::Result<OwnedFd> {
+    Ok(listener.accept()?.0.into())
+}
+
+/// One accept through an io_uring: the kernel accepts inside io_uring_enter, never through
+/// the accept(2) or accept4(2) system calls.
+fn accept_io_uring(listener: &TcpListener) -> anyhow::Result<OwnedFd> {
+    let mut ring = io_uring::IoUring::new(2).context("io_uring_setup")?;
+    let accept = io_uring::opcode::Accept::new(
+        io_uring::types::Fd(listener.as_raw_fd()),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .build();
+    // SAFETY: the entry refers to no buffer; the listener outlives the ring's use of it.
+    unsafe { ring.submission().push(&accept) }.context("io_uring queue full")?;
+    ring.submit_and_wait(1).context("io_uring_enter")?;
+    let completion = ring
+        .completion()
+        .next()
+        .context("io_uring gave no completion")?;
+    let fd = completion.result();
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd)).context("io_uring accept");
+    }
+    // SAFETY: a successful accept completion is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Lets the listener complete handshakes from a SYN that carries data (TCP Fast Open).
+fn enable_fastopen(listener: &TcpListener) -> anyhow::Result<()> {
+    let queue: libc::c_int = 4096;
+    // SAFETY: a valid socket and an int option.
+    let result = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_FASTOPEN,
+            (&raw const queue).cast(),
+            std::mem::size_of_val(&queue) as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error()).context("setsockopt TCP_FASTOPEN");
+    }
+    Ok(())
+}
+
+/// Connects with one byte in the SYN (sendto with MSG_FASTOPEN).
+fn connect_fastopen(target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    let address = socket2::SockAddr::from(target);
+    // SAFETY: a valid socket, a one-byte buffer and a socket address of the given length.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            b"x".as_ptr().cast(),
+            1,
+            libc::MSG_FASTOPEN,
+            address.as_ptr().cast(),
+            address.len(),
+        )
+    };
+    if sent != 1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(socket.into())
 }
 
 /// Blocks until the accept queue holds a connection (poll for POLLIN on the listener).

@@ -1,0 +1,179 @@
+//! Listen drops, SYN cookies and TCP Fast Open children, one event each, as the kernel counted
+//! them; fentry and kprobe backends only (no tracepoint fires when a listener drops a SYN).
+//!
+//! The kernel counts each of these in its per-namespace MIB counters (`TcpExt` of
+//! /proc/net/netstat), which are kept per CPU. A listener handles a packet in softirq context,
+//! where nothing else on that CPU moves them: the current CPU's counters read before and after
+//! each function that handles a packet for a listener tell exactly what that packet did.
+//! `tcp_conn_request` handles a SYN, `tcp_check_req` a final ACK, `cookie_v{4,6}_check` the ACK
+//! of a SYN cookie. None of them calls another, so one slot per CPU holds the snapshot.
+//!
+//! Userspace resolves the counters' indices by name from BTF (they move between kernels) and
+//! the per-CPU offset table from /proc/kallsyms.
+
+use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use probe_common::{COUNTED_AT_ACK, EventKind};
+
+use crate::{
+    emit,
+    kernel::{read, sock_endpoints},
+    maps::{LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, config, port_wanted},
+};
+
+#[fentry(function = "tcp_conn_request")]
+pub fn counted_fentry_conn_request(ctx: FEntryContext) -> u32 {
+    snapshot(ctx.arg(2));
+    0
+}
+
+#[fexit(function = "tcp_conn_request")]
+pub fn counted_fexit_conn_request(_ctx: FExitContext) -> u32 {
+    compare(0);
+    0
+}
+
+#[fentry(function = "tcp_check_req")]
+pub fn counted_fentry_check_req(ctx: FEntryContext) -> u32 {
+    snapshot(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "tcp_check_req")]
+pub fn counted_fexit_check_req(_ctx: FExitContext) -> u32 {
+    compare(COUNTED_AT_ACK);
+    0
+}
+
+#[fentry(function = "cookie_v4_check")]
+pub fn counted_fentry_cookie_v4(ctx: FEntryContext) -> u32 {
+    snapshot(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "cookie_v4_check")]
+pub fn counted_fexit_cookie_v4(_ctx: FExitContext) -> u32 {
+    compare(COUNTED_AT_ACK);
+    0
+}
+
+#[fentry(function = "cookie_v6_check")]
+pub fn counted_fentry_cookie_v6(ctx: FEntryContext) -> u32 {
+    snapshot(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "cookie_v6_check")]
+pub fn counted_fexit_cookie_v6(_ctx: FExitContext) -> u32 {
+    compare(COUNTED_AT_ACK);
+    0
+}
+
+/// The listener is the first argument of the ACK handlers, the third of `tcp_conn_request`:
+/// one program per position serves every function (a kprobe reads registers).
+#[kprobe]
+pub fn counted_kprobe_listener_arg0(ctx: ProbeContext) -> u32 {
+    if let Some(listener) = ctx.arg::<u64>(0) {
+        snapshot(listener);
+    }
+    0
+}
+
+#[kprobe]
+pub fn counted_kprobe_listener_arg2(ctx: ProbeContext) -> u32 {
+    if let Some(listener) = ctx.arg::<u64>(2) {
+        snapshot(listener);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn counted_kretprobe_syn(_ctx: RetProbeContext) -> u32 {
+    compare(0);
+    0
+}
+
+#[kretprobe]
+pub fn counted_kretprobe_ack(_ctx: RetProbeContext) -> u32 {
+    compare(COUNTED_AT_ACK);
+    0
+}
+
+/// Address of this CPU's `linux_mib` block of the listener's namespace.
+#[inline(always)]
+fn mib_block(listener: u64) -> Result<u64, i32> {
+    let counters = LISTEN_COUNTERS.load();
+    if counters.per_cpu_offsets == 0 {
+        return Err(0);
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let cpu_offset = read::<u64>(counters.per_cpu_offsets + cpu * 8, 0)?;
+    let net = read::<u64>(listener, config().offsets.sk_net)?;
+    Ok(read::<u64>(net, counters.net_statistics)? + cpu_offset)
+}
+
+#[inline(always)]
+fn read_counter(block: u64, index: u32) -> Result<u64, i32> {
+    read::<u64>(block + index as u64 * 8, 0)
+}
+
+#[inline(always)]
+fn snapshot(listener: u64) {
+    let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) else {
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    slot.listener = 0;
+    let Ok(block) = mib_block(listener) else {
+        return;
+    };
+    let indices = LISTEN_COUNTERS.load().indices;
+    for (value, index) in slot.values.iter_mut().zip(indices) {
+        *value = read_counter(block, index).unwrap_or(0);
+    }
+    slot.block = block;
+    slot.listener = listener;
+}
+
+/// Reports which counters the packet moved, if any; `at` flags the ACK handlers.
+#[inline(always)]
+fn compare(at: u32) {
+    let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) else {
+        return;
+    };
+    let taken: ListenSnapshot = unsafe { core::mem::take(&mut *slot) };
+    if taken.listener == 0 {
+        return;
+    }
+    let indices = LISTEN_COUNTERS.load().indices;
+    let mut moved = 0u32;
+    for (bit, (index, before)) in indices.iter().zip(taken.values).enumerate() {
+        if read_counter(taken.block, *index).unwrap_or(0) != before {
+            moved |= 1 << bit;
+        }
+    }
+    if moved != 0 {
+        let _ = report(taken.listener, moved | at);
+    }
+}
+
+#[inline(always)]
+fn report(listener: u64, counted: u32) -> Result<(), i32> {
+    let config = config();
+    let Some(endpoints) = sock_endpoints(&config.offsets, listener)? else {
+        return Ok(());
+    };
+    if !port_wanted(&config, endpoints.local_port) {
+        return Ok(());
+    }
+    emit::send(|event| {
+        event.kind = EventKind::ListenCounted as u32;
+        // A listener's remote end is unset: namespace, family and port are what matter.
+        endpoints.write_to(event);
+        event.reason = counted;
+    });
+    Ok(())
+}
