@@ -7,10 +7,13 @@
 //! released with
 //! `consume_skb` from inside `tcp_rcv_state_process` (accepted or dropped), so `consume_skb` with
 //! a `location` in that function, carrying a TCP segment with SYN and without ACK, is exactly one
-//! SYN handled by a listener. Its 4-tuple is parsed from the packet headers.
+//! SYN handled by a listener. Its 4-tuple is parsed from the packet headers. Before 6.12
+//! `consume_skb` has no location argument: a second program parses every consumed packet, and
+//! for a SYN without ACK finds the caller on the kernel stack instead.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    EbpfContext as _,
+    helpers::{bpf_get_stack, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
@@ -20,7 +23,7 @@ use crate::{
     emit,
     kernel::{net_inum, read},
     maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config, port_wanted},
-    packet::{parse_tcp, skb_netns},
+    packet::{Segment, parse_tcp, skb_netns},
 };
 
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -38,6 +41,45 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     let skb: u64 = ctx.arg(0);
     let _ = on_syn(&config.offsets, skb, 0, &config);
     0
+}
+
+/// Frames searched for `tcp_rcv_state_process`: the program's own, the tracepoint's, then
+/// `consume_skb` and its caller.
+const STACK_FRAMES: usize = 8;
+
+#[btf_tracepoint(function = "consume_skb")]
+pub fn syn_consume_skb_stack(ctx: BtfTracePointContext) -> u32 {
+    let config = config();
+    let skb: u64 = ctx.arg(0);
+    let _ = on_consumed_without_location(&ctx, &config, skb);
+    0
+}
+
+#[inline(always)]
+fn on_consumed_without_location(
+    ctx: &BtfTracePointContext,
+    config: &probe_common::ProbeConfig,
+    skb: u64,
+) -> Result<(), i32> {
+    // Most consumed packets are not SYNs: only these pay for the stack walk.
+    let Some(segment) = syn_segment(&config.offsets, skb, config)? else {
+        return Ok(());
+    };
+    let mut frames = [0u64; STACK_FRAMES];
+    let size = core::mem::size_of_val(&frames) as u32;
+    let written = unsafe { bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), size, 0) };
+    if written <= 0 {
+        return Ok(());
+    }
+    let (start, end) = (SYN_CONSUMER_START.load(), SYN_CONSUMER_END.load());
+    let from_listener = frames
+        .iter()
+        .take(written as usize / 8)
+        .any(|&ip| ip >= start && ip < end);
+    if from_listener {
+        record_syn(&config.offsets, &segment, skb, 0)?;
+    }
+    Ok(())
 }
 
 #[fentry(function = "tcp_conn_request")]
@@ -64,15 +106,38 @@ fn on_syn(
     listener: u64,
     config: &probe_common::ProbeConfig,
 ) -> Result<(), i32> {
+    match syn_segment(offsets, skb, config)? {
+        Some(segment) => record_syn(offsets, &segment, skb, listener),
+        None => Ok(()),
+    }
+}
+
+/// The segment in `skb` if it is a SYN without ACK to a traced port.
+#[inline(always)]
+fn syn_segment(
+    offsets: &KernelOffsets,
+    skb: u64,
+    config: &probe_common::ProbeConfig,
+) -> Result<Option<Segment>, i32> {
     let Some(segment) = parse_tcp(offsets, skb)? else {
-        return Ok(());
+        return Ok(None);
     };
-    if segment.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN {
-        return Ok(());
+    if segment.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN
+        || !port_wanted(config, segment.local_port)
+    {
+        return Ok(None);
     }
-    if !port_wanted(config, segment.local_port) {
-        return Ok(());
-    }
+    Ok(Some(segment))
+}
+
+/// Stamps the SYN for the later stages and reports it.
+#[inline(always)]
+fn record_syn(
+    offsets: &KernelOffsets,
+    segment: &Segment,
+    skb: u64,
+    listener: u64,
+) -> Result<(), i32> {
     let netns = if listener != 0 {
         net_inum(offsets, read::<u64>(listener, offsets.sk_net)?)?
     } else {

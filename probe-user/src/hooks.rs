@@ -176,6 +176,16 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                     event: "consume_skb",
                 }
             ),
+            // Before 6.12 consume_skb has no location argument: the caller is found on the
+            // stack, for SYNs only.
+            one!(
+                HookKind::Tracepoint,
+                "tp_btf/consume_skb(stack)",
+                "syn_consume_skb_stack",
+                Attach::BtfTracePoint {
+                    event: "consume_skb",
+                }
+            ),
         ],
     ),
     (
@@ -695,7 +705,7 @@ mod tests {
             let kinds: Vec<HookKind> = candidates.iter().map(|c| c.kind).collect();
             let rank = |k: &HookKind| *k as u8;
             assert!(
-                kinds.windows(2).all(|w| rank(&w[0]) < rank(&w[1])),
+                kinds.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])),
                 "{stage:?}: {kinds:?}"
             );
             // Tracepoints are the last resort, for every stage they can observe.

@@ -19,7 +19,7 @@ type Summary = (
 );
 
 pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
-    let counters: [Counter; 8] = [
+    let counters: [Counter; 9] = [
         (
             "synscope_syn_received_total",
             "SYNs received by the listener.",
@@ -54,6 +54,11 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
             "synscope_syncookies_sent_total",
             "SYN cookies sent (TcpExtSyncookiesSent).",
             |l| l.cookies.syncookies_sent,
+        ),
+        (
+            "synscope_fastopen_total",
+            "Connections opened by TCP Fast Open (TcpExtTCPFastOpenPassive).",
+            |l| l.fastopen,
         ),
         (
             "synscope_synack_retransmits_total",

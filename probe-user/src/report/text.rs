@@ -119,9 +119,10 @@ fn write_kernel_side(out: &mut dyn Write, l: &ListenerReport) -> anyhow::Result<
     )?;
     writeln!(
         out,
-        "  SYN-ACK retransmits {}, SYN cookies sent {}",
+        "  SYN-ACK retransmits {}, SYN cookies sent {}, TCP Fast Open {}",
         known(l.synack_retransmits),
-        known(l.cookies.syncookies_sent)
+        known(l.cookies.syncookies_sent),
+        known(l.fastopen)
     )?;
     Ok(())
 }
