@@ -514,7 +514,8 @@ impl fmt::Display for StageHook {
 }
 
 /// Loads and attaches the first working candidate of every stage. With a forced kind, a stage
-/// that offers that kind uses it or fails; a stage that does not is left out. `unavailable`:
+/// that offers that kind uses it or fails (an optional stage is left out instead); a stage that
+/// does not offer it is left out. `unavailable`:
 /// stages that cannot work here whatever the hook, with the reason (something the programs
 /// need is missing).
 pub fn attach_plan(
@@ -557,7 +558,11 @@ pub fn attach_plan(
                 Err(reason) => skipped.push((candidate.label, reason)),
             }
         }
-        if let (None, Some(kind), true, None) = (&active, forced, offered, missing) {
+        // An optional stage that cannot use the forced kind is left out, as in auto mode (its
+        // reason is kept); only the stages latency needs stop synscope.
+        if let (None, Some(kind), true, None, true) =
+            (&active, forced, offered, missing, stage.required())
+        {
             let reasons: Vec<String> = skipped.iter().map(|(_, reason)| reason.clone()).collect();
             return Err(anyhow!(
                 "--hooks {}: the {} stage cannot use it on this kernel: {}",

@@ -206,15 +206,17 @@ fn syn_queue_full_with_syncookies_off() {
     require_root();
     let netns = Netns::new("synqueue");
     netns_sysctl(&netns, "net.ipv4.tcp_syncookies", "0");
-    // Final ACKs never arrive, so handshakes pile up in the SYN queue until it is full.
+    // Final ACKs never arrive, so handshakes pile up in the SYN queue until it is full. The
+    // clients hold on until the servers are gone: their FIN (not a pure ACK, so not dropped)
+    // would otherwise complete the handshakes and overflow the accept queue.
     let (drop_acks, _) = final_ack_drop(&[7621, 7622]);
     let script = [
         stuck_server(7621, 4, 2000),
         stuck_server(7622, 4, 2000),
         "sleep 0.2".into(),
         drop_acks,
-        clients(7621, 10, 1500, 1500),
-        clients(7622, 7, 1500, 1500),
+        clients(7621, 10, 2500, 1500),
+        clients(7622, 7, 2500, 1500),
         "wait".into(),
     ]
     .join("\n");

@@ -51,7 +51,7 @@ impl Figures {
                 if !agree || tolerance > 0.0 {
                     let listed: Vec<String> = backends
                         .iter()
-                        .map(|(b, (v, _))| format!("{b} {v}"))
+                        .map(|(b, (v, _))| format!("{b} {}", shown(*v)))
                         .collect();
                     println!(
                         "  {} {kernel} {name}: {} (tolerance {:.0}%)",
@@ -71,6 +71,15 @@ impl Figures {
             all_agree &= disagreeing == 0;
         }
         all_agree
+    }
+}
+
+/// Whole numbers as they are, measurements to two decimals.
+fn shown(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
     }
 }
 
