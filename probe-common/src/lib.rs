@@ -69,13 +69,16 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
 }
 
-/// Where an io_uring request keeps its opcode and result (`io_kiocb.opcode`, `io_kiocb.cqe.res`);
-/// zero on kernels without io_uring.
+/// Where an io_uring request keeps its opcode and result (`io_kiocb.opcode`, `io_kiocb.cqe.res`),
+/// and an accept request the direct-descriptor slot it asked for (`io_accept.file_slot`, in the
+/// command area at the start of `io_kiocb`); zero on kernels without io_uring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoUringOffsets {
     pub request_opcode: u32,
     pub request_result: u32,
+    pub accept_file_slot: u32,
+    pub _pad: u32,
 }
 
 /// `IORING_OP_ACCEPT`, part of the io_uring ABI.
@@ -146,7 +149,8 @@ pub struct ListenCounters {
     pub net_statistics: u32,
     /// Index in `linux_mib.mibs` of each counter of `COUNTED_MIB_NAMES`.
     pub indices: [u32; COUNTED_MIBS],
-    pub _pad: u32,
+    /// `request_sock.rsk_listener`.
+    pub request_listener: u32,
 }
 
 impl EventKind {

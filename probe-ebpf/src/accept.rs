@@ -11,8 +11,8 @@
 //! `io_uring:io_uring_complete`: a completed IORING_OP_ACCEPT request's result is the new
 //! descriptor, in the file table of the task that completes it (the submitter, or an io_uring
 //! worker thread sharing its files). Accepts into io_uring's own file table (direct descriptors)
-//! and the completions of a multishot accept before its last (which carry no request) are not
-//! seen there.
+//! are skipped, and the completions of a multishot accept before its last carry no request:
+//! neither is seen there.
 
 use aya_ebpf::{
     helpers::{
@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, EventKind, IORING_OP_ACCEPT, KernelOffsets, TCP_SYN_RECV,
+    ChildStamps, EarlyAccept, EventKind, IORING_OP_ACCEPT, KernelOffsets, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -64,6 +64,10 @@ fn on_io_uring_complete(request: u64) -> Result<(), i32> {
     if io_uring.request_result == 0
         || read::<u8>(request, io_uring.request_opcode)? != IORING_OP_ACCEPT
     {
+        return Ok(());
+    }
+    // An accept into io_uring's own file table returns a slot, not a descriptor.
+    if read::<u32>(request, io_uring.accept_file_slot)? != 0 {
         return Ok(());
     }
     let fd = read::<i32>(request, io_uring.request_result)?;
@@ -122,8 +126,11 @@ fn on_accepted_sock(
     sk: u64,
     config: &probe_common::ProbeConfig,
 ) -> Result<(), i32> {
-    // accept() also serves Unix, MPTCP and SCTP sockets.
-    if read::<u16>(sk, offsets.sk_protocol)? != IPPROTO_TCP {
+    // accept() also serves Unix, MPTCP and SCTP sockets; a listener here would be a
+    // descriptor that is not the accepted one.
+    if read::<u16>(sk, offsets.sk_protocol)? != IPPROTO_TCP
+        || read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_LISTEN)
+    {
         return Ok(());
     }
     let Some(child) = sock_endpoints(offsets, sk)? else {

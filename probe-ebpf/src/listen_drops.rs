@@ -6,7 +6,12 @@
 //! where nothing else on that CPU moves them: the current CPU's counters read before and after
 //! each function that handles a packet for a listener tell exactly what that packet did.
 //! `tcp_conn_request` handles a SYN, `tcp_check_req` a final ACK, `cookie_v{4,6}_check` the ACK
-//! of a SYN cookie. None of them calls another, so one slot per CPU holds the snapshot.
+//! of a SYN cookie, `tcp_req_err` an ICMP error for a pending handshake (a listen drop). None of
+//! them calls another, so one slot per CPU holds the snapshot. `tcp_check_req` also runs for a
+//! Fast Open child, possibly in process context: only listeners are snapshotted.
+//!
+//! Not seen: SYNs dropped before `tcp_conn_request` (broadcast or multicast destinations), and
+//! the namespace's counters then disagree with the per-port sums, which the report says.
 //!
 //! Userspace resolves the counters' indices by name from BTF (they move between kernels) and
 //! the per-CPU offset table from /proc/kallsyms.
@@ -16,12 +21,14 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{COUNTED_AT_ACK, EventKind};
+use probe_common::{COUNTED_AT_ACK, EventKind, TCP_LISTEN};
 
 use crate::{
     emit,
     kernel::{read, sock_endpoints},
-    maps::{LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, config, port_wanted},
+    maps::{
+        LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, SK_STATE_OFFSET, config, port_wanted,
+    },
 };
 
 #[fentry(function = "tcp_conn_request")]
@@ -45,6 +52,18 @@ pub fn counted_fentry_check_req(ctx: FEntryContext) -> u32 {
 #[fexit(function = "tcp_check_req")]
 pub fn counted_fexit_check_req(_ctx: FExitContext) -> u32 {
     compare(COUNTED_AT_ACK);
+    0
+}
+
+#[fentry(function = "tcp_req_err")]
+pub fn counted_fentry_req_err(ctx: FEntryContext) -> u32 {
+    snapshot_request(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "tcp_req_err")]
+pub fn counted_fexit_req_err(_ctx: FExitContext) -> u32 {
+    compare(0);
     0
 }
 
@@ -90,6 +109,14 @@ pub fn counted_kprobe_listener_arg2(ctx: ProbeContext) -> u32 {
     0
 }
 
+#[kprobe]
+pub fn counted_kprobe_request_arg0(ctx: ProbeContext) -> u32 {
+    if let Some(request) = ctx.arg::<u64>(0) {
+        snapshot_request(request);
+    }
+    0
+}
+
 #[kretprobe]
 pub fn counted_kretprobe_syn(_ctx: RetProbeContext) -> u32 {
     compare(0);
@@ -120,22 +147,46 @@ fn read_counter(block: u64, index: u32) -> Result<u64, i32> {
     read::<u64>(block + index as u64 * 8, 0)
 }
 
+/// The listener of a request sock (`request_sock.rsk_listener`).
 #[inline(always)]
-fn snapshot(listener: u64) {
+fn snapshot_request(request: u64) {
+    let offset = LISTEN_COUNTERS.load().request_listener;
+    match read::<u64>(request, offset) {
+        Ok(listener) if offset != 0 => snapshot(listener),
+        _ => clear(),
+    }
+}
+
+#[inline(always)]
+fn clear() {
+    if let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) {
+        unsafe { (*slot).listener = 0 };
+    }
+}
+
+#[inline(always)]
+fn snapshot(sk: u64) {
     let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) else {
         return;
     };
     let slot = unsafe { &mut *slot };
     slot.listener = 0;
-    let Ok(block) = mib_block(listener) else {
+    if read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from) != Ok(TCP_LISTEN) {
+        return;
+    }
+    let Ok(block) = mib_block(sk) else {
         return;
     };
     let indices = LISTEN_COUNTERS.load().indices;
     for (value, index) in slot.values.iter_mut().zip(indices) {
-        *value = read_counter(block, index).unwrap_or(0);
+        // A counter that cannot be read leaves no snapshot rather than a false "moved".
+        let Ok(read) = read_counter(block, index) else {
+            return;
+        };
+        *value = read;
     }
     slot.block = block;
-    slot.listener = listener;
+    slot.listener = sk;
 }
 
 /// Reports which counters the packet moved, if any; `at` flags the ACK handlers.
@@ -151,7 +202,7 @@ fn compare(at: u32) {
     let indices = LISTEN_COUNTERS.load().indices;
     let mut moved = 0u32;
     for (bit, (index, before)) in indices.iter().zip(taken.values).enumerate() {
-        if read_counter(taken.block, *index).unwrap_or(0) != before {
+        if read_counter(taken.block, *index).unwrap_or(before) != before {
             moved |= 1 << bit;
         }
     }

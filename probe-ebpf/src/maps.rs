@@ -103,6 +103,8 @@ pub static SYNACK_REQUESTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 
 pub static IO_URING: Global<IoUringOffsets> = Global::new(IoUringOffsets {
     request_opcode: 0,
     request_result: 0,
+    accept_file_slot: 0,
+    _pad: 0,
 });
 
 /// Where the listen counters are (see listen_drops.rs); written by userspace before load.
@@ -111,7 +113,7 @@ pub static LISTEN_COUNTERS: Global<ListenCounters> = Global::new(ListenCounters 
     per_cpu_offsets: 0,
     net_statistics: 0,
     indices: [0; COUNTED_MIBS],
-    _pad: 0,
+    request_listener: 0,
 });
 
 /// A listener's counters on this CPU before it handled the current packet.

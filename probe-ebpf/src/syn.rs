@@ -7,7 +7,7 @@
 //! released with
 //! `consume_skb` from inside `tcp_rcv_state_process` (accepted or dropped), so `consume_skb` with
 //! a `location` in that function, carrying a TCP segment with SYN and without ACK, is exactly one
-//! SYN handled by a listener. Its 4-tuple is parsed from the packet headers. Before 6.12
+//! SYN handled by a listener. Its 4-tuple is parsed from the packet headers. Before 6.3
 //! `consume_skb` has no location argument: a second program parses every consumed packet, and
 //! for a SYN without ACK finds the caller on the kernel stack instead.
 
@@ -43,9 +43,9 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// Frames searched for `tcp_rcv_state_process`: the program's own, the tracepoint's, then
-/// `consume_skb` and its caller.
-const STACK_FRAMES: usize = 8;
+/// Frames searched for `tcp_rcv_state_process`: the helper's caller, the program's, the
+/// tracepoint's (two or three), `consume_skb`, then its caller; with room to spare.
+const STACK_FRAMES: usize = 16;
 
 #[btf_tracepoint(function = "consume_skb")]
 pub fn syn_consume_skb_stack(ctx: BtfTracePointContext) -> u32 {

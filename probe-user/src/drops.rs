@@ -169,12 +169,14 @@ pub fn attribute_cookies(
 }
 
 pub const EXACT: &str = "exact";
-const COUNTED_UNRECONCILED: &str = "events: each drop counted as it happened; the namespace also counted drops synscope did not see (listeners outside --port, or before tracing began)";
+const COUNTED_UNRECONCILED: &str = "events: each drop counted as it happened; the namespace also counted drops synscope did not see (listeners outside --port, drops before tracing began, SYNs to broadcast addresses)";
+const COUNTED_LOST: &str = "lost: the ring buffer overflowed and drop events were lost, so these are lower bounds; see the namespace counters";
 
 /// Drop figures counted one by one, confirmed against the namespace's counters.
 pub fn attribute_counted(
     deltas: &Counters,
     listeners: &BTreeMap<ListenerKey, CountedDrops>,
+    events_lost: bool,
 ) -> BTreeMap<ListenerKey, Drops> {
     let counter = |name: &str| deltas.get(name).copied().unwrap_or(0);
     let sum = |field: fn(&CountedDrops) -> u64| listeners.values().map(field).sum::<u64>();
@@ -189,10 +191,10 @@ pub fn attribute_counted(
                 listen_overflows_at_ack: Some(counted.overflows_at_ack),
                 syn_queue_full: Some(counted.syn_queue_full),
                 listen_drops: Some(counted.listen_drops),
-                attribution: if reconciled {
-                    EXACT
-                } else {
-                    COUNTED_UNRECONCILED
+                attribution: match (events_lost, reconciled) {
+                    (true, _) => COUNTED_LOST,
+                    (false, true) => EXACT,
+                    (false, false) => COUNTED_UNRECONCILED,
                 },
             };
             (key, drops)
@@ -484,7 +486,7 @@ mod tests {
             ("TCPReqQFullDrop", 5),
             ("ListenDrops", 14),
         ]);
-        let drops = attribute_counted(&d, &listeners);
+        let drops = attribute_counted(&d, &listeners, false);
         let b = &drops[&ListenerKey::new(1, 81)];
         assert_eq!(
             (
@@ -502,11 +504,14 @@ mod tests {
             ("TCPReqQFullDrop", 5),
             ("ListenDrops", 15),
         ]);
-        let drops = attribute_counted(&more, &listeners);
+        let drops = attribute_counted(&more, &listeners, false);
         assert_eq!(drops[&ListenerKey::new(1, 81)].listen_overflows, Some(9));
         assert_eq!(
             drops[&ListenerKey::new(1, 81)].attribution,
             COUNTED_UNRECONCILED
         );
+        // Lost events make every figure a lower bound, whatever the sums say.
+        let drops = attribute_counted(&d, &listeners, true);
+        assert_eq!(drops[&ListenerKey::new(1, 81)].attribution, COUNTED_LOST);
     }
 }

@@ -60,7 +60,7 @@ pub fn listen_counters(btf: &Btf) -> anyhow::Result<ListenCounters> {
         per_cpu_offsets: kallsyms::data_address("__per_cpu_offset")?,
         net_statistics: btf.member_offset("net", "mib.net_statistics")?,
         indices,
-        _pad: 0,
+        request_listener: btf.member_offset("request_sock", "rsk_listener")?,
     })
 }
 
@@ -72,6 +72,8 @@ pub fn io_uring(btf: &Btf) -> IoUringOffsets {
             request_opcode: btf.member_offset("io_kiocb", "opcode")?,
             request_result: btf.member_offset("io_kiocb", "cqe")?
                 + btf.member_offset("io_cqe", "res")?,
+            accept_file_slot: btf.member_offset("io_accept", "file_slot")?,
+            _pad: 0,
         })
     };
     offsets().unwrap_or_default()

@@ -82,7 +82,7 @@ pub fn build(sources: &Sources<'_>) -> Report {
                     (*key, stats.map(|s| s.counted).unwrap_or_default())
                 })
                 .collect();
-            drops::attribute_counted(&deltas, &counted)
+            drops::attribute_counted(&deltas, &counted, sources.lost_events > 0)
         } else {
             drops::attribute(&deltas, &inputs)
         };
