@@ -50,6 +50,14 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
 /// Where the namespace's listen counters live on this kernel: the per-CPU offset table, the
 /// counter block in `struct net`, and each counter's index (they move between versions).
 pub fn listen_counters(btf: &Btf) -> anyhow::Result<ListenCounters> {
+    Ok(ListenCounters {
+        per_cpu_offsets: kallsyms::data_address("__per_cpu_offset")?,
+        ..listen_counter_layout(btf)?
+    })
+}
+
+/// The part of [`listen_counters`] that BTF gives.
+fn listen_counter_layout(btf: &Btf) -> anyhow::Result<ListenCounters> {
     let mut indices = [0u32; COUNTED_MIBS];
     for (index, name) in indices.iter_mut().zip(COUNTED_MIB_NAMES) {
         *index = btf
@@ -57,10 +65,11 @@ pub fn listen_counters(btf: &Btf) -> anyhow::Result<ListenCounters> {
             .and_then(|v| u32::try_from(v).context("negative MIB index"))?;
     }
     Ok(ListenCounters {
-        per_cpu_offsets: kallsyms::data_address("__per_cpu_offset")?,
+        per_cpu_offsets: 0,
         net_statistics: btf.member_offset("net", "mib.net_statistics")?,
         indices,
-        request_listener: btf.member_offset("request_sock", "rsk_listener")?,
+        // rsk_listener is a macro for this member.
+        request_listener: btf.member_offset("request_sock", "__req_common.skc_listener")?,
     })
 }
 
@@ -101,5 +110,18 @@ mod tests {
         assert!(offsets.sk_family < offsets.sk_state);
         assert!(offsets.sk_ack_backlog > offsets.sk_state);
         assert_ne!(offsets.skb_head, offsets.skb_dev);
+    }
+
+    /// What the listen_drops and io_uring programs need from BTF, on this kernel.
+    #[test]
+    fn listen_counters_and_io_uring_resolve_on_this_kernel() {
+        let btf = Btf::from_kernel().unwrap();
+        let layout = listen_counter_layout(&btf).unwrap();
+        // ListenDrops is counted right after ListenOverflows in every version.
+        assert_eq!(layout.indices[0], layout.indices[1] + 1);
+        assert!(layout.indices.iter().all(|&i| i > 0));
+        assert!(layout.request_listener > 0 && layout.net_statistics > 0);
+        let io_uring = io_uring(&btf);
+        assert!(io_uring.request_opcode > 0 && io_uring.request_result > 0);
     }
 }
