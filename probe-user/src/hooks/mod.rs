@@ -175,9 +175,7 @@ pub fn attach_plan(
         let mut skipped = Vec::new();
         let mut active = None;
         let missing = unavailable.iter().find(|(s, _)| *s == stage);
-        if let Some((_, reason)) = missing {
-            skipped.push(("per-CPU counters", reason.clone()));
-        } else if let (Some(kind), false) = (forced, offered) {
+        if let (Some(kind), false) = (forced, offered) {
             let kind = format!("{kind:?}").to_lowercase();
             skipped.push(("--hooks", format!("no {kind} hook observes this stage")));
         }
@@ -188,6 +186,16 @@ pub fn attach_plan(
             .collect();
         for candidate in eligible {
             match attach_candidate(ebpf, btf, candidate) {
+                // The hooks work but what the programs need is missing: said only then, since
+                // where no hook attaches that is the more telling reason.
+                Ok(()) if missing.is_some() => {
+                    for spec in candidate.programs {
+                        unload_program(ebpf, spec);
+                    }
+                    let reason = missing.map(|(_, why)| why.clone()).unwrap_or_default();
+                    skipped.push((candidate.label, reason));
+                    break;
+                }
                 Ok(()) => {
                     let mut label = candidate.label.to_owned();
                     if let Some(extra) = candidate.extra {
