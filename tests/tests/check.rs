@@ -1,6 +1,7 @@
 //! `synscope check` on a machine with a listener whose accept queue is full.
 
 use std::{
+    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -16,19 +17,22 @@ fn check_finds_a_full_accept_queue() {
     let netns = Netns::new("check");
     // Backlog 2, never accepting: 3 connections fill the queue, the other 3 are dropped.
     let script = format!(
-        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 15000 &
+        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 40000 &
          sleep 0.2
-         {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 14000 --timeout-ms 500
+         {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 39000 --timeout-ms 500
          wait"
     );
     let mut load = Command::new("ip")
         .args(["netns", "exec", &netns.name, "sh", "-c", &script])
         .stdout(Stdio::null())
+        // Its own process group, ended as a whole once checked.
+        .process_group(0)
         .spawn()
         .expect("start the scenario");
-    // Wait until the queue is full (3 waiting): slow machines and emulators take their time.
+    // Wait until the queue is full (3 waiting): slow machines and emulators take their time
+    // (under QEMU's emulation with kprobes, more than 12 s has been seen).
     let mut seen = String::new();
-    for _ in 0..120 {
+    for _ in 0..300 {
         let ss = Command::new("ip")
             .args(["netns", "exec", &netns.name, "ss", "-Hltn", "sport = :7651"])
             .output()
@@ -43,11 +47,18 @@ fn check_finds_a_full_accept_queue() {
         }
         thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(
+        seen.split_whitespace().nth(1),
+        Some("3"),
+        "the scenario's listener never held 3 connections within 30 s (ss: {seen})"
+    );
 
     let output = Command::new(synscope_bin())
         .arg("check")
         .output()
         .expect("run synscope check");
+    // SAFETY: signals the scenario's process group, which this test started.
+    unsafe { libc::kill(-(load.id() as i32), libc::SIGTERM) };
     let _ = load.wait();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
