@@ -21,7 +21,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{COUNTED_AT_ACK, EventKind, TCP_LISTEN};
+use probe_common::{COUNTED_AT_ACK, EventKind, ListenCounters, TCP_LISTEN};
 
 use crate::{
     emit,
@@ -131,8 +131,7 @@ pub fn counted_kretprobe_ack(_ctx: RetProbeContext) -> u32 {
 
 /// Address of this CPU's `linux_mib` block of the listener's namespace.
 #[inline(always)]
-fn mib_block(listener: u64) -> Result<u64, i32> {
-    let counters = LISTEN_COUNTERS.load();
+fn mib_block(counters: &ListenCounters, listener: u64) -> Result<u64, i32> {
     if counters.per_cpu_offsets == 0 {
         return Err(0);
     }
@@ -174,11 +173,11 @@ fn snapshot(sk: u64) {
     if read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from) != Ok(TCP_LISTEN) {
         return;
     }
-    let Ok(block) = mib_block(sk) else {
+    let counters = LISTEN_COUNTERS.load();
+    let Ok(block) = mib_block(&counters, sk) else {
         return;
     };
-    let indices = LISTEN_COUNTERS.load().indices;
-    for (value, index) in slot.values.iter_mut().zip(indices) {
+    for (value, index) in slot.values.iter_mut().zip(counters.indices) {
         // A counter that cannot be read leaves no snapshot rather than a false "moved".
         let Ok(read) = read_counter(block, index) else {
             return;

@@ -27,7 +27,9 @@ use crate::{
     accept::send_accept,
     emit,
     kernel::{SockEndpoints, read, sock_endpoints},
-    maps::{CHILDREN, EARLY_ACCEPTS, LISTEN_CALLS, SYN_TIMES, config, port_wanted},
+    maps::{
+        CHILDREN, EARLY_ACCEPTS, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES, config, port_wanted,
+    },
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -97,8 +99,7 @@ fn on_tcp_set_state(sk: u64, new_state: i32) {
     if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE {
         return;
     }
-    let offsets = config().offsets;
-    let Ok(old_state) = read::<u8>(sk, offsets.sk_state).map(i32::from) else {
+    let Ok(old_state) = read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from) else {
         return;
     };
     if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
