@@ -14,6 +14,20 @@ pub const TCP_CLOSE: i32 = 7;
 pub const TCP_SYN_RECV: i32 = 3;
 pub const TCP_LISTEN: i32 = 10;
 
+/// Ports the kernel programs' filter (`PORTS`) holds: the most `--port` options synscope takes.
+pub const MAX_PORTS: u32 = 64;
+
+/// Stages, as indices of the per-CPU `FAILURES` map (kernel reads that failed in a program).
+/// Userspace names them (`Stage` in probe-user's hooks); the order is the user's stage order.
+pub const STAGE_SYN: u32 = 0;
+pub const STAGE_HANDSHAKE: u32 = 1;
+pub const STAGE_ACCEPT: u32 = 2;
+pub const STAGE_LISTENER_DISCARDS: u32 = 3;
+pub const STAGE_LISTEN_DROPS: u32 = 4;
+pub const STAGE_SYNACK_RETRANSMIT: u32 = 5;
+pub const STAGE_QUEUES: u32 = 6;
+pub const STAGES: u32 = 7;
+
 /// Capacity of the pending-state maps. They are LRU maps, so a connection that never completes
 /// its handshake or is never accepted is evicted instead of leaking.
 pub const PENDING_ENTRIES: u32 = 65_536;

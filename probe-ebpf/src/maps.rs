@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     COUNTED_MIBS, ChildStamps, EarlyAccept, FlowKey, IoUringOffsets, KernelOffsets, ListenCounters,
-    ListenerKey, PENDING_ENTRIES, ProbeConfig, QueueDepths, SynStamp,
+    ListenerKey, MAX_PORTS, PENDING_ENTRIES, ProbeConfig, QueueDepths, STAGES, SynStamp,
 };
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
@@ -72,9 +72,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Kernel reads that failed, per CPU, by stage (`probe_common::STAGE_*`): counted, so that a
+/// report can say its figures may be low, instead of dropped quietly.
+#[map]
+pub static FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAGES, 0);
+
 /// Ports to trace when `filter_ports` is set (value unused).
 #[map]
-pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 /// SYN arrival time of connections still in the handshake.
 #[map]
@@ -142,5 +147,6 @@ pub fn config() -> ProbeConfig {
 /// True when `port` (host order) is one the user asked to trace.
 #[inline(always)]
 pub fn port_wanted(config: &ProbeConfig, port: u16) -> bool {
+    // SAFETY: only the presence of the entry is used, never a reference to its value.
     config.filter_ports == 0 || unsafe { PORTS.get(&port) }.is_some()
 }

@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{hooks::HookChoice, report::Format};
+use crate::{report::Format, trace::hooks::HookChoice};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,7 +98,7 @@ fn one_line(error: &clap::Error) -> String {
 }
 
 /// The kernel programs' port filter holds this many ports.
-pub const MAX_PORTS: usize = 64;
+pub const MAX_PORTS: usize = probe_common::MAX_PORTS as usize;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =

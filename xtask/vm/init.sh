@@ -28,11 +28,13 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     fi
     continue
   fi
-  passed=0; failed=0
+  passed=0; failed=0; cell_start=$(date +%s)
   export SYNSCOPE_FIGURES=/tmp/figures.$backend
   rm -f "$SYNSCOPE_FIGURES"
   for test in $(cat /vmtests/list); do
+    test_start=$(date +%s)
     "$test" --test-threads=1 > /tmp/log 2>&1
+    echo "VMLOG   $backend $(basename "$test"): $(( $(date +%s) - test_start )) s"
     result=$(grep '^test result:' /tmp/log | tail -1)
     p=$(echo "$result" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
     f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
@@ -42,6 +44,6 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
   done
   [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
-  echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed)"
+  echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed) in $(( $(date +%s) - cell_start )) s"
 done
 poweroff -f

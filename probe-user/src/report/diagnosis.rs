@@ -1,7 +1,6 @@
 //! Turning a listener's drop and queue figures into advice a user can act on.
 
-use super::{ListenerReport, Report};
-use crate::{counters::Sysctls, report::text::human_us};
+use super::{ListenerReport, Report, Sysctls, format::human_us};
 
 /// Lines of advice for `listener`, most urgent first; empty when nothing is wrong.
 pub fn diagnose(listener: &ListenerReport, report: &Report) -> Vec<String> {

@@ -1,94 +1,27 @@
-//! The report: one model built from the aggregator, rendered by one module per format.
-//!
-//! The JSON rendering of [`Report`] is a public interface (see the README): fields may be added,
-//! never renamed or removed without bumping `schema`.
+//! The report: its schema (every serialised type), the analysis that builds it from a
+//! session's observations (a pure function), advice, and one module per output format, each
+//! depending only on the finished [`Report`].
 
-mod build;
+mod analysis;
 mod diagnosis;
+mod format;
 mod json;
 mod prometheus;
+pub mod schema;
+mod sink;
 mod text;
 
-use std::{collections::BTreeMap, io::Write};
+use std::io::Write;
 
-pub use build::{Sources, build};
-use serde::Serialize;
-
-use crate::{
-    counters::{Counters, Sysctls},
-    drops::{Cookies, Drops},
-    latency::LatencySummary,
-};
-
-pub const SCHEMA: u32 = 1;
+pub use analysis::{RunInfo, analyze};
+pub use schema::*;
+pub use sink::ReportSink;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
     Json,
     Prometheus,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub schema: u32,
-    pub kernel: String,
-    /// Stage -> the hook that observed it.
-    pub hooks: BTreeMap<String, String>,
-    pub duration_ms: u64,
-    pub lost_events: u64,
-    pub listeners: Vec<ListenerReport>,
-    /// The namespaces of the reported listeners, with their own counters over the run.
-    pub namespaces: Vec<NamespaceReport>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct NamespaceReport {
-    pub netns: u32,
-    pub sysctls: Sysctls,
-    /// `TcpExt` listen-path counters (and `Tcp` PassiveOpens) over the run.
-    pub counters: Counters,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ListenerReport {
-    pub netns: u32,
-    pub port: u16,
-    /// Bound addresses, comma-separated; null when the listener was not seen (closed before the
-    /// report, in a namespace without processes).
-    pub addr: Option<String>,
-    pub syn_received: u64,
-    pub handshakes: u64,
-    pub accepted: u64,
-    /// Processes that accepted connections, busiest first.
-    pub acceptors: Vec<Acceptor>,
-    pub handshake_us: LatencySummary,
-    pub accept_wait_us: LatencySummary,
-    pub syn_to_accept_us: LatencySummary,
-    pub drops: Drops,
-    #[serde(flatten)]
-    pub cookies: Cookies,
-    /// Connections whose SYN created the child at once (TCP Fast Open); null where no hook
-    /// observes them (tracepoints).
-    pub fastopen: Option<u64>,
-    /// SYN-ACKs this listener sent again; null where no hook observes them.
-    pub synack_retransmits: Option<u64>,
-    /// Handshakes abandoned after the last SYN-ACK retry: no hook observes them yet.
-    pub request_timeouts: Option<u64>,
-    /// The accept-queue limit (`sk_max_ack_backlog`: listen()'s backlog clamped by
-    /// net.core.somaxconn).
-    pub backlog: Option<u32>,
-    /// The longest the accept queue got during the run.
-    pub accept_queue_max: Option<u32>,
-    /// The most pending handshakes seen, sampled each time a child was queued.
-    pub syn_queue_max: Option<u32>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Acceptor {
-    pub pid: u32,
-    pub comm: String,
-    pub accepted: u64,
 }
 
 impl Report {
@@ -120,9 +53,23 @@ pub(crate) mod sample {
         Report {
             schema: SCHEMA,
             kernel: "6.18.44".into(),
-            hooks: [("syn".to_owned(), "tp_btf/consume_skb".to_owned())].into(),
+            hooks: [
+                ("syn".to_owned(), "tp_btf/consume_skb".to_owned()),
+                ("listen_drops".to_owned(), "unavailable".to_owned()),
+                (
+                    "handshake".to_owned(),
+                    "tp_btf/inet_sock_set_state".to_owned(),
+                ),
+            ]
+            .into(),
+            unobserved: [(
+                "listen_drops".to_owned(),
+                "fentry/kprobe only: this kernel refuses both".to_owned(),
+            )]
+            .into(),
             duration_ms: 10_250,
             lost_events: 0,
+            kernel_failures: std::collections::BTreeMap::new(),
             listeners: vec![ListenerReport {
                 netns: 4026531840,
                 port: 8080,
@@ -143,7 +90,7 @@ pub(crate) mod sample {
                     listen_overflows_at_ack: Some(12),
                     syn_queue_full: Some(0),
                     listen_drops: Some(412),
-                    attribution: crate::drops::EXACT,
+                    attribution: crate::model::drops::EXACT.into(),
                 },
                 cookies: Cookies {
                     syncookies_sent: Some(0),

@@ -3,8 +3,7 @@
 
 use std::io::Write;
 
-use super::{ListenerReport, Report};
-use crate::latency::LatencySummary;
+use super::{LatencySummary, ListenerReport, Report};
 
 /// Name, help, value (`None` where the kernel does not let synscope know it: no sample).
 type Counter = (

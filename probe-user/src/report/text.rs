@@ -2,17 +2,11 @@
 
 use std::io::Write;
 
-use super::{ListenerReport, Report, diagnosis};
-use crate::latency::LatencySummary;
-
-const STAGE_ORDER: [&str; 6] = [
-    "syn",
-    "handshake",
-    "accept",
-    "listener_discards",
-    "synack_retransmit",
-    "queues",
-];
+use super::{
+    LatencySummary, ListenerReport, Report, diagnosis,
+    format::{human_ms, human_us},
+};
+use crate::trace::hooks::Stage;
 
 pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
@@ -24,12 +18,34 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     // In the order a connection goes through the stages.
     let mut hooks: Vec<(&String, &String)> = report.hooks.iter().collect();
-    hooks.sort_by_key(|(stage, _)| STAGE_ORDER.iter().position(|s| s == stage));
+    hooks.sort_by_key(|(stage, _)| Stage::ALL.iter().position(|s| s.name() == *stage));
     let hooks: Vec<String> = hooks
         .into_iter()
         .map(|(stage, hook)| format!("{stage}={hook}"))
         .collect();
     write_wrapped(out, "hooks: ", &hooks)?;
+    // Why a stage is unobserved belongs with the hooks, not in a warning on every run.
+    for (stage, why) in &report.unobserved {
+        write_paragraph(out, "       ", &format!("{stage}: {why}"))?;
+    }
+    let failures: u64 = report.kernel_failures.values().sum();
+    if failures > 0 {
+        let per_stage: Vec<String> = report
+            .kernel_failures
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(stage, n)| format!("{stage} {n}"))
+            .collect();
+        write_paragraph(
+            out,
+            "warning: ",
+            &format!(
+                "{failures} kernel reads failed in synscope's programs ({}): the figures of \
+                 those stages may be low",
+                per_stage.join(", ")
+            ),
+        )?;
+    }
     if report.listeners.is_empty() {
         writeln!(out, "\nNo connection reached a traced listener.")?;
     }
@@ -163,42 +179,9 @@ fn write_wrapped(out: &mut dyn Write, prefix: &str, items: &[String]) -> anyhow:
     Ok(())
 }
 
-/// A latency in the unit that keeps it to 3-4 digits: 0.8µs, 45µs, 2.3ms, 150ms, 1.20s.
-pub fn human_us(us: f64) -> String {
-    if us < 10.0 {
-        format!("{us:.1}µs")
-    } else if us < 1_000.0 {
-        format!("{us:.0}µs")
-    } else if us < 10_000.0 {
-        format!("{:.2}ms", us / 1e3)
-    } else if us < 1_000_000.0 {
-        format!("{:.0}ms", us / 1e3)
-    } else {
-        format!("{:.2}s", us / 1e6)
-    }
-}
-
-fn human_ms(ms: u64) -> String {
-    if ms < 1_000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1e3)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_units_stay_short() {
-        assert_eq!(human_us(0.8), "0.8µs");
-        assert_eq!(human_us(45.2), "45µs");
-        assert_eq!(human_us(2_345.0), "2.35ms");
-        assert_eq!(human_us(150_000.0), "150ms");
-        assert_eq!(human_us(1_200_000.0), "1.20s");
-        assert_eq!(human_us(75_000_000.0), "75.00s");
-    }
 
     #[test]
     fn fits_80_columns_and_names_the_acceptor() {

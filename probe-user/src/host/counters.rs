@@ -1,9 +1,9 @@
 //! A network namespace's own TCP counters and listen-related sysctls: the kernel's ground
 //! truth that per-port figures are reconciled against.
 
-use std::{collections::BTreeMap, fs};
+use std::fs;
 
-use serde::Serialize;
+use crate::report::schema::{Counters, Sysctls};
 
 /// The `TcpExt:` counters (/proc/net/netstat) about the listen path.
 pub const TCP_EXT_COUNTERS: [&str; 9] = [
@@ -17,9 +17,6 @@ pub const TCP_EXT_COUNTERS: [&str; 9] = [
     "TCPSynRetrans",
     "EmbryonicRsts",
 ];
-
-/// Counter name -> value.
-pub type Counters = BTreeMap<String, u64>;
 
 /// Reads the listen-path counters of the calling thread's namespace.
 pub fn read_own() -> Counters {
@@ -59,15 +56,6 @@ pub fn delta(earlier: &Counters, later: &Counters) -> Counters {
             (name.clone(), value.saturating_sub(before))
         })
         .collect()
-}
-
-/// Sysctls that size and guard the listen queues, as the namespace sees them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Sysctls {
-    pub somaxconn: Option<u32>,
-    pub tcp_max_syn_backlog: Option<u32>,
-    pub tcp_syncookies: Option<u32>,
-    pub tcp_abort_on_overflow: Option<u32>,
 }
 
 /// Reads the sysctls of the calling thread's namespace (net sysctls are per namespace).

@@ -7,7 +7,7 @@ use std::{
 
 use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey};
 
-use crate::{drops::CountedDrops, latency::Latency};
+use super::{drops::CountedDrops, latency::Latency};
 
 #[derive(Clone, Debug, Default)]
 pub struct ListenerStats {
@@ -41,7 +41,7 @@ impl ListenerStats {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Aggregator {
     /// A listener is a port in a network namespace: IPv4 and IPv6 sockets on the same port are
     /// one listener, as a user addresses them.

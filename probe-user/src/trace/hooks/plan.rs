@@ -171,7 +171,7 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
         &[one!(
             HookKind::Tracepoint,
             "tp_btf/kfree_skb",
-            "discard_kfree_skb",
+            "listener_discards_kfree_skb",
             Attach::BtfTracePoint { event: "kfree_skb" }
         )],
     ),
@@ -184,61 +184,61 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                 label: "fentry+fexit/tcp_conn_request,tcp_check_req,cookie_v{4,6}_check,tcp_req_err",
                 programs: &[
                     ProgramSpec {
-                        program: "counted_fentry_conn_request",
+                        program: "listen_drops_fentry_conn_request",
                         attach: Attach::FEntry {
                             function: "tcp_conn_request",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fexit_conn_request",
+                        program: "listen_drops_fexit_conn_request",
                         attach: Attach::FExit {
                             function: "tcp_conn_request",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fentry_check_req",
+                        program: "listen_drops_fentry_check_req",
                         attach: Attach::FEntry {
                             function: "tcp_check_req",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fexit_check_req",
+                        program: "listen_drops_fexit_check_req",
                         attach: Attach::FExit {
                             function: "tcp_check_req",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fentry_cookie_v4",
+                        program: "listen_drops_fentry_cookie_v4",
                         attach: Attach::FEntry {
                             function: "cookie_v4_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fexit_cookie_v4",
+                        program: "listen_drops_fexit_cookie_v4",
                         attach: Attach::FExit {
                             function: "cookie_v4_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fentry_cookie_v6",
+                        program: "listen_drops_fentry_cookie_v6",
                         attach: Attach::FEntry {
                             function: "cookie_v6_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fexit_cookie_v6",
+                        program: "listen_drops_fexit_cookie_v6",
                         attach: Attach::FExit {
                             function: "cookie_v6_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fentry_req_err",
+                        program: "listen_drops_fentry_req_err",
                         attach: Attach::FEntry {
                             function: "tcp_req_err",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_fexit_req_err",
+                        program: "listen_drops_fexit_req_err",
                         attach: Attach::FExit {
                             function: "tcp_req_err",
                         },
@@ -251,61 +251,61 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                 label: "kprobe+kretprobe/tcp_conn_request,tcp_check_req,cookie_v{4,6}_check,tcp_req_err",
                 programs: &[
                     ProgramSpec {
-                        program: "counted_kprobe_listener_arg2",
+                        program: "listen_drops_kprobe_listener_arg2",
                         attach: Attach::KProbe {
                             function: "tcp_conn_request",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kretprobe_syn",
+                        program: "listen_drops_kretprobe_syn",
                         attach: Attach::KProbe {
                             function: "tcp_conn_request",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kprobe_listener_arg0",
+                        program: "listen_drops_kprobe_listener_arg0",
                         attach: Attach::KProbe {
                             function: "tcp_check_req",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kretprobe_ack",
+                        program: "listen_drops_kretprobe_ack",
                         attach: Attach::KProbe {
                             function: "tcp_check_req",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kprobe_listener_arg0",
+                        program: "listen_drops_kprobe_listener_arg0",
                         attach: Attach::KProbe {
                             function: "cookie_v4_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kretprobe_ack",
+                        program: "listen_drops_kretprobe_ack",
                         attach: Attach::KProbe {
                             function: "cookie_v4_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kprobe_listener_arg0",
+                        program: "listen_drops_kprobe_listener_arg0",
                         attach: Attach::KProbe {
                             function: "cookie_v6_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kretprobe_ack",
+                        program: "listen_drops_kretprobe_ack",
                         attach: Attach::KProbe {
                             function: "cookie_v6_check",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kprobe_request_arg0",
+                        program: "listen_drops_kprobe_request_arg0",
                         attach: Attach::KProbe {
                             function: "tcp_req_err",
                         },
                     },
                     ProgramSpec {
-                        program: "counted_kretprobe_syn",
+                        program: "listen_drops_kretprobe_syn",
                         attach: Attach::KProbe {
                             function: "tcp_req_err",
                         },
@@ -321,7 +321,7 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
             one!(
                 HookKind::Fentry,
                 "fexit/tcp_rtx_synack",
-                "synack_fexit",
+                "synack_retransmit_fexit",
                 Attach::FExit {
                     function: "tcp_rtx_synack",
                 }
@@ -331,13 +331,13 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                 label: "kretprobe/tcp_rtx_synack",
                 programs: &[
                     ProgramSpec {
-                        program: "synack_kprobe",
+                        program: "synack_retransmit_kprobe",
                         attach: Attach::KProbe {
                             function: "tcp_rtx_synack",
                         },
                     },
                     ProgramSpec {
-                        program: "synack_kretprobe",
+                        program: "synack_retransmit_kretprobe",
                         attach: Attach::KProbe {
                             function: "tcp_rtx_synack",
                         },
@@ -348,7 +348,7 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
             one!(
                 HookKind::Tracepoint,
                 "tp_btf/tcp_retransmit_synack",
-                "synack_retransmit",
+                "synack_retransmit_tracepoint",
                 Attach::BtfTracePoint {
                     event: "tcp_retransmit_synack",
                 },

@@ -2,7 +2,8 @@
 //! reported in microseconds.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+
+use crate::report::schema::LatencySummary;
 
 const SIGNIFICANT_DIGITS: u8 = 3;
 
@@ -20,19 +21,6 @@ impl Default for Latency {
     }
 }
 
-/// Count and percentiles of one distribution, in microseconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub min: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
 impl Latency {
     pub fn record_ns(&mut self, nanoseconds: u64) {
         // Zero is not representable with a lowest value of 1; a sub-nanosecond stage is 1 ns.
@@ -40,6 +28,17 @@ impl Latency {
         // auto-resizing histogram grow; it only fails for values beyond u64 range checks.
         if self.histogram.record(nanoseconds.max(1)).is_err() {
             self.histogram.saturating_record(nanoseconds);
+        }
+    }
+
+    /// Adds `other`'s values: the whole run is the sum of its intervals.
+    pub fn merge(&mut self, other: &Latency) {
+        if self.histogram.add(&other.histogram).is_err() {
+            // Only when a value cannot be represented at all; keep what can be.
+            for value in other.histogram.iter_recorded() {
+                self.histogram
+                    .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+            }
         }
     }
 

@@ -1,45 +1,35 @@
-//! Building the report from everything a session collected.
+//! The analysis: one pure function from what a session observed to the report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use probe_common::{ListenerKey, QueueDepths};
+use probe_common::ListenerKey;
 
 use super::{Acceptor, ListenerReport, NamespaceReport, Report, SCHEMA};
-use crate::{
-    aggregate::{Aggregator, ListenerStats},
+use crate::model::{
+    Observations,
+    aggregate::ListenerStats,
     drops::{self, CountedDrops, ListenerInput},
-    kernel_view::KernelView,
 };
 
-/// What a session collected.
-pub struct Sources<'a> {
-    pub aggregator: &'a Aggregator,
-    pub kernel_view: &'a KernelView,
-    /// From the kernel programs' `QUEUES` map; empty where that hook is unavailable.
-    pub queue_depths: &'a BTreeMap<ListenerKey, QueueDepths>,
-    pub observes_synack_retransmits: bool,
-    /// Listener discards are hooked and the kernel names final-ACK overflows (6.15+).
-    pub observes_ack_overflows: bool,
-    pub observes_queues: bool,
-    /// Every listen drop, SYN cookie and Fast Open child is an event (fentry, kprobes).
-    pub observes_listen_drops: bool,
+/// What the report says about the run itself, beside what was observed.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
     /// Ports the user asked for; empty for all.
-    pub ports: &'a [u16],
+    pub ports: Vec<u16>,
     pub kernel: String,
-    pub hooks: BTreeMap<String, String>,
     pub duration_ms: u64,
-    pub lost_events: u64,
 }
 
 /// Listeners that saw traffic (or drops), ordered by namespace and port.
-pub fn build(sources: &Sources<'_>) -> Report {
-    let aggregator = sources.aggregator;
-    let view = sources.kernel_view;
+pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
+    let aggregator = &observed.aggregator;
+    let view = &observed.kernel_view;
+    let visibility = &observed.visibility;
     let reported: Vec<(ListenerKey, &ListenerStats)> = aggregator
         .listeners
         .iter()
         .filter(|(key, stats)| stats.has_traffic() || view.listen_drops(**key).unwrap_or(0) > 0)
-        .filter(|(key, _)| sources.ports.is_empty() || sources.ports.contains(&key.port))
+        .filter(|(key, _)| run.ports.is_empty() || run.ports.contains(&key.port))
         .map(|(key, stats)| (*key, stats))
         .collect();
     let namespaces: BTreeSet<u32> = reported.iter().map(|(key, _)| key.netns).collect();
@@ -60,11 +50,11 @@ pub fn build(sources: &Sources<'_>) -> Report {
                 let discards = stats.map_or(0, |s| s.listener_discards);
                 let input = ListenerInput {
                     listen_drops: view.listen_drops(key).map(|d| d.saturating_sub(discards)),
-                    ack_overflows: sources
-                        .observes_ack_overflows
+                    ack_overflows: visibility
+                        .ack_overflows
                         .then(|| stats.map_or(0, |s| s.ack_overflows)),
                     syn_received: stats.map_or(0, |s| s.syn_received),
-                    counted_cookies: sources.observes_listen_drops.then(|| {
+                    counted_cookies: visibility.listen_drops.then(|| {
                         stats.map_or((0, 0), |s| {
                             (s.counted.syncookies_sent, s.counted.syncookies_failed)
                         })
@@ -74,7 +64,7 @@ pub fn build(sources: &Sources<'_>) -> Report {
             })
             .collect();
         let mode = view.sysctls(netns).and_then(|s| s.tcp_syncookies);
-        let namespace_drops = if sources.observes_listen_drops {
+        let namespace_drops = if visibility.listen_drops {
             let counted: BTreeMap<ListenerKey, CountedDrops> = inputs
                 .keys()
                 .map(|key| {
@@ -82,7 +72,7 @@ pub fn build(sources: &Sources<'_>) -> Report {
                     (*key, stats.map(|s| s.counted).unwrap_or_default())
                 })
                 .collect();
-            drops::attribute_counted(&deltas, &counted, sources.lost_events > 0)
+            drops::attribute_counted(&deltas, &counted, observed.lost_events > 0)
         } else {
             drops::attribute(&deltas, &inputs)
         };
@@ -98,7 +88,7 @@ pub fn build(sources: &Sources<'_>) -> Report {
     let listeners = reported
         .iter()
         .map(|&(key, stats)| {
-            let depths = sources.queue_depths.get(&key);
+            let depths = observed.queue_depths.get(&key);
             // sock_diag shows the sockets as they are; listen events fill in those that closed
             // before a poll saw them (and may include a listen() that then failed).
             let mut addrs = view.addrs(key);
@@ -132,17 +122,15 @@ pub fn build(sources: &Sources<'_>) -> Report {
                 syn_to_accept_us: stats.syn_to_accept.summary(),
                 drops: drops.get(&key).cloned().unwrap_or_default(),
                 cookies: cookies.get(&key).cloned().unwrap_or_default(),
-                fastopen: sources
-                    .observes_listen_drops
-                    .then_some(stats.counted.fastopen),
-                synack_retransmits: sources
-                    .observes_synack_retransmits
+                fastopen: visibility.listen_drops.then_some(stats.counted.fastopen),
+                synack_retransmits: visibility
+                    .synack_retransmits
                     .then_some(stats.synack_retransmits),
                 request_timeouts: None,
                 backlog: view.backlog(key).or(depths.map(|d| d.backlog)),
                 accept_queue_max,
-                syn_queue_max: sources
-                    .observes_queues
+                syn_queue_max: visibility
+                    .queues
                     .then(|| depths.map_or(0, |d| d.syn_queue_max)),
             }
         })
@@ -150,10 +138,12 @@ pub fn build(sources: &Sources<'_>) -> Report {
 
     Report {
         schema: SCHEMA,
-        kernel: sources.kernel.clone(),
-        hooks: sources.hooks.clone(),
-        duration_ms: sources.duration_ms,
-        lost_events: sources.lost_events,
+        kernel: run.kernel.clone(),
+        hooks: visibility.hooks.clone(),
+        unobserved: visibility.unobserved.clone(),
+        duration_ms: run.duration_ms,
+        lost_events: observed.lost_events,
+        kernel_failures: observed.kernel_failures.clone(),
         listeners,
         namespaces: namespaces
             .into_iter()

@@ -37,6 +37,30 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in the order a connection meets them.
+    pub const ALL: [Stage; 7] = [
+        Stage::Syn,
+        Stage::Handshake,
+        Stage::Accept,
+        Stage::ListenerDiscards,
+        Stage::ListenDrops,
+        Stage::SynackRetransmit,
+        Stage::Queues,
+    ];
+
+    /// The stage's slot in the kernel programs' `FAILURES` map.
+    pub fn index(self) -> u32 {
+        match self {
+            Stage::Syn => probe_common::STAGE_SYN,
+            Stage::Handshake => probe_common::STAGE_HANDSHAKE,
+            Stage::Accept => probe_common::STAGE_ACCEPT,
+            Stage::ListenerDiscards => probe_common::STAGE_LISTENER_DISCARDS,
+            Stage::ListenDrops => probe_common::STAGE_LISTEN_DROPS,
+            Stage::SynackRetransmit => probe_common::STAGE_SYNACK_RETRANSMIT,
+            Stage::Queues => probe_common::STAGE_QUEUES,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stage::Syn => "syn",

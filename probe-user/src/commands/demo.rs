@@ -11,6 +11,40 @@ use std::{
 use anyhow::Context as _;
 use socket2::{Domain, Socket, Type};
 
+use crate::{
+    cli::TraceArgs,
+    trace::{Session, TraceOptions, signals},
+};
+
+/// Runs the demo server and clients for `--duration` (10 s by default), traced.
+pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
+    let mut sink = super::open_sink(args)?;
+    let duration = args.duration.unwrap_or(DEFAULT_DURATION);
+    let server = Demo::bind()?;
+    let options = TraceOptions {
+        ports: vec![server.addr.port()],
+        hooks: args.hooks,
+    };
+    eprintln!(
+        "demo: a server on {} spends {} ms of CPU on each request in one thread\n\
+         demo: (listen backlog {BACKLOG}), while {CLIENTS} clients connect in a loop for {}.",
+        server.addr,
+        HANDLER_CPU.as_millis(),
+        humantime::format_duration(duration)
+    );
+    eprintln!(
+        "demo: watch the accept wait grow to queue length x handler time, and the\n\
+         demo: handshakes that overflow the queue wait for retransmits.\n"
+    );
+    let mut session = Session::start(&options)?;
+    server.start(duration)?;
+    session
+        .trace_until(signals::sleep_or_stop(duration))
+        .await?;
+    super::write_report(&mut sink, &session.report(), args)?;
+    Ok(0)
+}
+
 /// listen() backlog: small, as in many default configurations, so the queue visibly fills.
 pub const BACKLOG: i32 = 8;
 /// CPU time the handler burns per request, blocking the accept loop meanwhile.

@@ -4,12 +4,13 @@
 use std::{fs, io::Write, path::Path};
 
 use crate::{
-    counters::Sysctls,
-    hooks::HookChoice,
-    inventory::{self, NetnsState},
-    preflight,
-    sockdiag::DiagListener,
-    tracer::{TraceOptions, Tracer},
+    host::{
+        inventory::{self, NetnsState},
+        preflight,
+        sockdiag::DiagListener,
+    },
+    report::Sysctls,
+    trace::{TraceOptions, hooks::HookChoice, loader::Tracer},
 };
 
 /// What check found; printed by [`write`].
@@ -23,7 +24,14 @@ pub struct Findings {
     pub namespaces: Vec<NetnsState>,
 }
 
-pub fn run(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
+/// Prints the findings; exits 0 when synscope can trace here.
+pub fn run(hooks: HookChoice) -> anyhow::Result<u8> {
+    preflight::require_root()?;
+    let mut stdout = std::io::stdout().lock();
+    check(&mut stdout, hooks)
+}
+
+fn check(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
     let options = TraceOptions {
         hooks,
         ..Default::default()

@@ -1,5 +1,7 @@
 //! Loading the kernel programs and reading their events.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -8,7 +10,8 @@ use aya::{
 use probe_common::{ConnEvent, ListenCounters, ListenerKey, ProbeConfig, QueueDepths};
 use tokio::io::unix::AsyncFd;
 
-use crate::{btf, hooks, kallsyms, kernel_offsets, preflight};
+use super::hooks;
+use crate::host::{btf, kallsyms, kernel_offsets, preflight};
 
 /// The compiled kernel programs, built by build.rs.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
@@ -29,6 +32,8 @@ pub struct Tracer {
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
+    /// Failed kernel reads, per CPU, indexed by stage.
+    failures: PerCpuArray<MapData, u64>,
     queues: HashMap<MapData, ListenerKey, QueueDepths>,
     /// The drop reason of a final ACK that found the accept queue full (6.15+).
     pub listen_overflow_reason: Option<u32>,
@@ -97,6 +102,10 @@ impl Tracer {
             ebpf.take_map("LOST")
                 .ok_or_else(|| anyhow!("LOST map missing"))?,
         )?;
+        let failures = PerCpuArray::try_from(
+            ebpf.take_map("FAILURES")
+                .ok_or_else(|| anyhow!("FAILURES map missing"))?,
+        )?;
         let queues = HashMap::try_from(
             ebpf.take_map("QUEUES")
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
@@ -111,6 +120,7 @@ impl Tracer {
             events: unsafe { AsyncFd::register(events) }
                 .map_err(|e| anyhow!("cannot poll the event ring buffer: {e}"))?,
             lost,
+            failures,
             hooks,
         })
     }
@@ -140,9 +150,20 @@ impl Tracer {
         true
     }
 
-    /// Deepest queues seen per listener, by the kernel programs.
-    pub fn queue_depths(&self) -> Vec<(ListenerKey, QueueDepths)> {
-        self.queues.iter().filter_map(Result::ok).collect()
+    /// Deepest queues seen per listener by the kernel programs since the last call; each is
+    /// reset so that the next call gives the next interval's maxima (a raise between the
+    /// read and the reset, microseconds apart, may be missed).
+    pub fn take_queue_depths(&mut self) -> Vec<(ListenerKey, QueueDepths)> {
+        let depths: Vec<(ListenerKey, QueueDepths)> =
+            self.queues.iter().filter_map(Result::ok).collect();
+        for (key, seen) in &depths {
+            let reset = QueueDepths {
+                backlog: seen.backlog,
+                ..Default::default()
+            };
+            let _ = self.queues.insert(key, &reset, 0);
+        }
+        depths
     }
 
     /// Whether `stage` has an attached hook.
@@ -152,12 +173,27 @@ impl Tracer {
             .any(|h| h.stage == stage && h.active.is_some())
     }
 
-    /// Events the kernel could not hand over because the ring buffer was full.
-    pub fn lost_events(&self) -> anyhow::Result<u64> {
-        let per_cpu = self
-            .lost
+    /// Events the kernel could not hand over because the ring buffer was full, since the
+    /// start (0 if the counter cannot be read: it is a map of our own, so that does not happen).
+    pub fn lost_events(&self) -> u64 {
+        self.lost
             .get(&0, 0)
-            .context("cannot read the lost-event counter")?;
-        Ok(per_cpu.iter().sum())
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Failed kernel reads per stage since the start, summed over CPUs.
+    pub fn kernel_failures(&self) -> BTreeMap<String, u64> {
+        hooks::Stage::ALL
+            .iter()
+            .map(|&stage| {
+                let count = self
+                    .failures
+                    .get(&stage.index(), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (stage.name().to_owned(), count)
+            })
+            .collect()
     }
 }

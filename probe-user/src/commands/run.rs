@@ -1,8 +1,29 @@
-//! `synscope run -- COMMAND`: trace while a command runs.
+//! `synscope run -- COMMAND`: trace while a command runs, then report; exits with the
+//! command's exit code.
 
 use std::{ffi::OsString, os::unix::process::ExitStatusExt as _, process::ExitStatus};
 
 use anyhow::{Context as _, bail};
+
+use crate::{
+    cli::TraceArgs,
+    trace::{Session, signals},
+};
+
+pub async fn run(args: &TraceArgs, command: &[OsString]) -> anyhow::Result<u8> {
+    let options = super::trace_options(args)?;
+    let mut sink = super::open_sink(args)?;
+    if args.duration.is_some() {
+        bail!("--duration does not apply to run: tracing lasts as long as the command");
+    }
+    let mut session = Session::start(&options)?;
+    let mut child = spawn(command)?;
+    let status = session
+        .trace_until(signals::wait_for_command(&mut child))
+        .await??;
+    super::write_report(&mut sink, &session.report(), args)?;
+    Ok(exit_code(status))
+}
 
 /// Starts `command` with the terminal's stdio; synscope keeps tracing until it exits.
 pub fn spawn(command: &[OsString]) -> anyhow::Result<tokio::process::Child> {

@@ -10,8 +10,8 @@ use std::{
 use probe_common::ListenerKey;
 
 use crate::{
-    counters::{self, Counters, Sysctls},
-    inventory::NetnsState,
+    host::{counters, inventory::NetnsState},
+    report::schema::{Counters, Sysctls},
 };
 
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ struct NetnsTrack {
     sysctls: Sysctls,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KernelView {
     observations: u32,
     namespaces: BTreeMap<u32, NetnsTrack>,
@@ -149,7 +149,7 @@ impl KernelView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockdiag::DiagListener;
+    use crate::host::sockdiag::DiagListener;
 
     fn state(inode: u32, overflows: u64, sockets: &[(u32, u16, u32)]) -> NetnsState {
         NetnsState {

@@ -1,11 +1,11 @@
 //! One pass over every network namespace: its listening sockets (sock_diag), counters and
 //! sysctls, each read from inside the namespace.
 
-use crate::{
-    counters::{self, Counters, Sysctls},
-    netns,
+use super::{
+    counters, netns,
     sockdiag::{self, DiagListener},
 };
+use crate::report::schema::{Counters, Sysctls};
 
 #[derive(Clone, Debug)]
 pub struct NetnsState {

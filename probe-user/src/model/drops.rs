@@ -11,15 +11,13 @@
 //! unless several listeners of one namespace dropped SYNs for both reasons at once. Then the
 //! split is not guessed: the figures are left out and the attribution says so.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
+use crate::report::schema::{Cookies, Counters, Drops};
 use probe_common::{
     COUNTED_AT_ACK, COUNTED_FASTOPEN_PASSIVE, COUNTED_LISTEN_DROPS, COUNTED_LISTEN_OVERFLOWS,
     COUNTED_REQ_QUEUE_FULL_DROP, COUNTED_SYNCOOKIES_FAILED, COUNTED_SYNCOOKIES_SENT, ListenerKey,
 };
-use serde::Serialize;
-
-use crate::counters::Counters;
 
 /// What one listener did, counted one event at a time as the kernel counted it (fentry and
 /// kprobe backends).
@@ -77,30 +75,6 @@ impl ListenerInput {
     fn ack(&self) -> u64 {
         self.ack_overflows.unwrap_or(0)
     }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Drops {
-    /// Accept queue full, at SYN or final-ACK time (`TcpExtListenOverflows`).
-    pub listen_overflows: Option<u64>,
-    /// Of those, final ACKs that found the accept queue full (one event each, 6.15+).
-    pub listen_overflows_at_ack: Option<u64>,
-    /// SYN dropped because the SYN queue was full and syncookies were off
-    /// (`TcpExtTCPReqQFullDrop`).
-    pub syn_queue_full: Option<u64>,
-    /// All drops on this listener (`TcpExtListenDrops`).
-    pub listen_drops: Option<u64>,
-    /// How the figures were obtained: `exact`, or why some are missing.
-    pub attribution: &'static str,
-}
-
-/// SYN cookies of one listener.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Cookies {
-    /// SYN-ACKs sent with a cookie instead of a SYN-queue entry (`TcpExtSyncookiesSent`).
-    pub syncookies_sent: Option<u64>,
-    /// Final ACKs whose cookie did not check out (`TcpExtSyncookiesFailed`).
-    pub syncookies_failed: Option<u64>,
 }
 
 /// Attributes one namespace's SYN-cookie counters to its listeners: as counted one by one where
@@ -191,11 +165,11 @@ pub fn attribute_counted(
                 listen_overflows_at_ack: Some(counted.overflows_at_ack),
                 syn_queue_full: Some(counted.syn_queue_full),
                 listen_drops: Some(counted.listen_drops),
-                attribution: match (events_lost, reconciled) {
+                attribution: Cow::Borrowed(match (events_lost, reconciled) {
                     (true, _) => COUNTED_LOST,
                     (false, true) => EXACT,
                     (false, false) => COUNTED_UNRECONCILED,
-                },
+                }),
             };
             (key, drops)
         })
@@ -236,7 +210,7 @@ pub fn attribute(
                     key,
                     Drops {
                         listen_overflows_at_ack: input.ack_overflows,
-                        attribution: UNSEEN,
+                        attribution: UNSEEN.into(),
                         ..Default::default()
                     },
                 );
@@ -258,14 +232,14 @@ pub fn attribute(
                     listen_overflows_at_ack: input.ack_overflows,
                     syn_queue_full: Some(queue_full),
                     listen_drops: input.listen_drops,
-                    attribution: if reconciled { EXACT } else { OTHER_DROPS },
+                    attribution: if reconciled { EXACT } else { OTHER_DROPS }.into(),
                 },
                 None => Drops {
                     listen_overflows: None,
                     listen_overflows_at_ack: input.ack_overflows,
                     syn_queue_full: None,
                     listen_drops: input.listen_drops,
-                    attribution: AMBIGUOUS,
+                    attribution: AMBIGUOUS.into(),
                 },
             };
             (key, drops)

@@ -5,7 +5,7 @@ use probe_common::{
     COUNTED_MIB_NAMES, COUNTED_MIBS, IoUringOffsets, KernelOffsets, ListenCounters,
 };
 
-use crate::{btf::Btf, kallsyms};
+use super::{btf::Btf, kallsyms};
 
 /// Resolves every offset in [`KernelOffsets`]; fails naming the first member this kernel lacks.
 pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {

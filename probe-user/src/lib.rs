@@ -1,0 +1,16 @@
+//! synscope: per-port TCP listen-path latency (SYN -> handshake -> accept()), traced with eBPF.
+//!
+//! The data path, one folder each:
+//! - [`host`] reads the kernel and the machine: BTF, kallsyms, struct offsets, `/proc`
+//!   counters and sysctls, sock_diag, network namespaces;
+//! - [`trace`] loads and attaches the kernel programs (the hook plan) and runs a session;
+//! - [`model`] holds what a session observed;
+//! - [`report`] turns observations into the report (a pure function) and renders it;
+//! - [`commands`] has one file per subcommand of the `synscope` binary.
+
+pub mod cli;
+pub mod commands;
+pub mod host;
+pub mod model;
+pub mod report;
+pub mod trace;

@@ -1,0 +1,106 @@
+//! Everything a tracing session collects, fed through [`Observations::observe`].
+
+use std::collections::BTreeMap;
+
+use probe_common::{ConnEvent, EventKind, ListenerKey, QueueDepths};
+
+use super::{aggregate::Aggregator, kernel_view::KernelView};
+use crate::host::inventory::NetnsState;
+
+/// What the attached hooks can see. A figure whose stage is not observed is reported as null
+/// (unknown), never as zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// Stage -> the hook that observes it (or "unavailable").
+    pub hooks: BTreeMap<String, String>,
+    /// Stage -> why no hook observes it on this kernel.
+    pub unobserved: BTreeMap<String, String>,
+    pub synack_retransmits: bool,
+    /// Listener discards are hooked and the kernel names final-ACK overflows (6.15+).
+    pub ack_overflows: bool,
+    pub queues: bool,
+    /// Every listen drop, SYN cookie and Fast Open child is an event (fentry, kprobes).
+    pub listen_drops: bool,
+    /// The kernel's drop reason for a final ACK that found the accept queue full.
+    pub listen_overflow_reason: Option<u32>,
+}
+
+/// One thing a session learned.
+#[derive(Debug)]
+pub enum Observation<'a> {
+    /// An event from the kernel programs.
+    Event(&'a ConnEvent),
+    /// One pass over every namespace's sockets, counters and sysctls.
+    KernelPoll(Vec<NetnsState>),
+    /// The deepest queues the kernel programs saw per listener, since the last reading.
+    QueueDepths(Vec<(ListenerKey, QueueDepths)>),
+    /// Events lost since the last reading (ring buffer full).
+    LostEvents(u64),
+    /// Failed kernel reads per stage since the last reading.
+    KernelFailures(BTreeMap<String, u64>),
+}
+
+/// What one session (or one interval of it) observed.
+#[derive(Clone, Debug, Default)]
+pub struct Observations {
+    pub visibility: Visibility,
+    pub aggregator: Aggregator,
+    pub kernel_view: KernelView,
+    /// Deepest accept and SYN queues per listener, from the kernel programs.
+    pub queue_depths: BTreeMap<ListenerKey, QueueDepths>,
+    pub lost_events: u64,
+    pub kernel_failures: BTreeMap<String, u64>,
+}
+
+impl Observations {
+    pub fn new(visibility: Visibility) -> Self {
+        Self {
+            aggregator: Aggregator {
+                listen_overflow_reason: visibility.listen_overflow_reason,
+                ..Default::default()
+            },
+            visibility,
+            ..Default::default()
+        }
+    }
+
+    /// The one entry point: every figure of a report comes through here.
+    pub fn observe(&mut self, observation: Observation<'_>) {
+        match observation {
+            Observation::Event(event) => {
+                if event.kind == EventKind::ListenerClosed as u32 {
+                    let key = ListenerKey::new(event.netns, event.local_port);
+                    self.kernel_view
+                        .socket_closed(key, event.socket_inode, event.reason);
+                } else {
+                    self.aggregator.record(event);
+                }
+            }
+            Observation::KernelPoll(states) => self.kernel_view.observe(states),
+            Observation::QueueDepths(depths) => {
+                for (key, depth) in depths {
+                    let seen = self.queue_depths.entry(key).or_default();
+                    seen.accept_queue_max = seen.accept_queue_max.max(depth.accept_queue_max);
+                    seen.syn_queue_max = seen.syn_queue_max.max(depth.syn_queue_max);
+                    seen.backlog = depth.backlog;
+                }
+            }
+            Observation::LostEvents(lost) => self.lost_events += lost,
+            Observation::KernelFailures(failures) => {
+                for (stage, count) in failures {
+                    *self.kernel_failures.entry(stage).or_default() += count;
+                }
+            }
+        }
+    }
+
+    /// A fresh interval that starts where this one ends: the same visibility, and the kernel's
+    /// counters as last seen for a baseline, so intervals' counter deltas add up to the run's.
+    pub fn next_interval(&self, last_poll: Option<Vec<NetnsState>>) -> Self {
+        let mut next = Self::new(self.visibility.clone());
+        if let Some(states) = last_poll {
+            next.kernel_view.observe(states);
+        }
+        next
+    }
+}

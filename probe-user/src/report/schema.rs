@@ -1,0 +1,129 @@
+//! Every type of the JSON report (schema 1), in one place: the report is a public interface
+//! (see the README and `schema/report-1.json`); fields may be added, never renamed or removed
+//! without bumping [`SCHEMA`]. The same types deserialize, so tests and other programs read a
+//! report back typed.
+
+use std::{borrow::Cow, collections::BTreeMap};
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub kernel: String,
+    /// Stage -> the hook that observed it.
+    pub hooks: BTreeMap<String, String>,
+    /// Stages no hook observes on this kernel -> why (figures that depend on them are null).
+    #[serde(default)]
+    pub unobserved: BTreeMap<String, String>,
+    pub duration_ms: u64,
+    /// Events the kernel programs could not hand over (ring buffer full).
+    pub lost_events: u64,
+    /// Kernel reads that failed in a program, per stage: each is an event left incomplete or
+    /// not sent. Non-zero means figures may be low; the text report warns.
+    #[serde(default)]
+    pub kernel_failures: BTreeMap<String, u64>,
+    pub listeners: Vec<ListenerReport>,
+    /// The namespaces of the reported listeners, with their own counters over the run.
+    pub namespaces: Vec<NamespaceReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceReport {
+    pub netns: u32,
+    pub sysctls: Sysctls,
+    /// `TcpExt` listen-path counters (and `Tcp` PassiveOpens) over the run.
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListenerReport {
+    pub netns: u32,
+    pub port: u16,
+    /// Bound addresses, comma-separated; null when the listener was not seen (closed before the
+    /// report, in a namespace without processes).
+    pub addr: Option<String>,
+    pub syn_received: u64,
+    pub handshakes: u64,
+    pub accepted: u64,
+    /// Processes that accepted connections, busiest first.
+    pub acceptors: Vec<Acceptor>,
+    pub handshake_us: LatencySummary,
+    pub accept_wait_us: LatencySummary,
+    pub syn_to_accept_us: LatencySummary,
+    pub drops: Drops,
+    #[serde(flatten)]
+    pub cookies: Cookies,
+    /// Connections whose SYN created the child at once (TCP Fast Open); null where no hook
+    /// observes them (tracepoints).
+    pub fastopen: Option<u64>,
+    /// SYN-ACKs this listener sent again; null where no hook observes them.
+    pub synack_retransmits: Option<u64>,
+    /// Handshakes abandoned after the last SYN-ACK retry: no hook observes them yet.
+    pub request_timeouts: Option<u64>,
+    /// The accept-queue limit (`sk_max_ack_backlog`: listen()'s backlog clamped by
+    /// net.core.somaxconn).
+    pub backlog: Option<u32>,
+    /// The longest the accept queue got during the run.
+    pub accept_queue_max: Option<u32>,
+    /// The most pending handshakes seen, sampled each time a child was queued.
+    pub syn_queue_max: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Acceptor {
+    pub pid: u32,
+    pub comm: String,
+    pub accepted: u64,
+}
+
+/// Count and percentiles of one distribution, in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Accept queue full, at SYN or final-ACK time (`TcpExtListenOverflows`).
+    pub listen_overflows: Option<u64>,
+    /// Of those, final ACKs that found the accept queue full (one event each, 6.15+).
+    pub listen_overflows_at_ack: Option<u64>,
+    /// SYN dropped because the SYN queue was full and syncookies were off
+    /// (`TcpExtTCPReqQFullDrop`).
+    pub syn_queue_full: Option<u64>,
+    /// All drops on this listener (`TcpExtListenDrops`).
+    pub listen_drops: Option<u64>,
+    /// How the figures were obtained: `exact`, or why some are missing.
+    pub attribution: Cow<'static, str>,
+}
+
+/// SYN cookies of one listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cookies {
+    /// SYN-ACKs sent with a cookie instead of a SYN-queue entry (`TcpExtSyncookiesSent`).
+    pub syncookies_sent: Option<u64>,
+    /// Final ACKs whose cookie did not check out (`TcpExtSyncookiesFailed`).
+    pub syncookies_failed: Option<u64>,
+}
+
+/// Sysctls that size and guard the listen queues, as the namespace sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sysctls {
+    pub somaxconn: Option<u32>,
+    pub tcp_max_syn_backlog: Option<u32>,
+    pub tcp_syncookies: Option<u32>,
+    pub tcp_abort_on_overflow: Option<u32>,
+}
+
+/// Counter name -> value.
+pub type Counters = BTreeMap<String, u64>;

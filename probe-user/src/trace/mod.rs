@@ -1,0 +1,10 @@
+//! Tracing: loading the kernel programs with this kernel's offsets, choosing a hook per stage
+//! (the plan in `hooks`), and the session loop that feeds the model and answers views.
+
+pub mod hooks;
+pub mod loader;
+pub mod session;
+pub mod signals;
+
+pub use loader::TraceOptions;
+pub use session::{Session, SessionHandle};

@@ -1,0 +1,270 @@
+//! One tracing session: attach, feed everything observed into the model until a stop
+//! condition, and answer views that ask for the report so far or the last interval.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    hooks::Stage,
+    loader::{TraceOptions, Tracer},
+};
+use crate::{
+    host::{inventory, preflight},
+    model::{Observation, Observations, Visibility},
+    report::{self, Report, RunInfo},
+};
+
+/// How often every namespace's listening sockets and counters are read. Drop figures are
+/// deltas between the first and last reading; polling in between catches sockets that close
+/// before the end and queue lengths between the kernel programs' samples.
+const KERNEL_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often events are collected from the kernel programs' ring buffer.
+const COLLECT_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Events handled before the loop looks at its other duties again.
+const DRAIN_BATCH: usize = 4096;
+/// More than the ring buffer holds (see `EVENTS_BYTES` in probe-ebpf's maps.rs).
+const FINAL_DRAIN: usize = 65_536;
+
+pub struct Session {
+    tracer: Tracer,
+    /// Everything since the start.
+    whole: Observations,
+    /// Since the last interval was taken (or the start).
+    interval: Observations,
+    interval_started: Instant,
+    /// The latest pass over the namespaces: the baseline of the next interval.
+    last_poll: Option<Vec<inventory::NetnsState>>,
+    /// Cumulative kernel-side counters already handed to the model.
+    lost_seen: u64,
+    failures_seen: BTreeMap<String, u64>,
+    run: RunInfo,
+    started: Instant,
+    requests: mpsc::UnboundedReceiver<Request>,
+    requests_sender: mpsc::UnboundedSender<Request>,
+}
+
+/// What a view may ask of a running session.
+enum Request {
+    SoFar(oneshot::Sender<Report>),
+    Interval(oneshot::Sender<Report>),
+}
+
+/// A view's way to ask the running session for figures, without stopping it. Answers come
+/// while the session is inside `trace_until`.
+#[derive(Clone)]
+pub struct SessionHandle {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl SessionHandle {
+    /// The report of everything since the start; None once the session has ended.
+    pub async fn report_so_far(&self) -> Option<Report> {
+        self.ask(Request::SoFar).await
+    }
+
+    /// The report of the last interval: histograms and counters since the previous call (or
+    /// the start), `duration_ms` long. Intervals add up to the whole run; one view should take
+    /// them, as each call starts the next interval.
+    pub async fn interval(&self) -> Option<Report> {
+        self.ask(Request::Interval).await
+    }
+
+    async fn ask(&self, request: fn(oneshot::Sender<Report>) -> Request) -> Option<Report> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(request(reply)).ok()?;
+        answer.await.ok()
+    }
+}
+
+impl Session {
+    /// Attaches the kernel programs; tracing is live when this returns.
+    pub fn start(options: &TraceOptions) -> anyhow::Result<Self> {
+        let tracer = Tracer::start(options)?;
+        let visibility = visibility(&tracer);
+        let (requests_sender, requests) = mpsc::unbounded_channel();
+        let whole = Observations::new(visibility);
+        let mut session = Self {
+            tracer,
+            interval: whole.next_interval(None),
+            whole,
+            interval_started: Instant::now(),
+            last_poll: None,
+            lost_seen: 0,
+            failures_seen: BTreeMap::new(),
+            run: RunInfo {
+                ports: options.ports.clone(),
+                kernel: preflight::kernel_release(),
+                duration_ms: 0,
+            },
+            started: Instant::now(),
+            requests,
+            requests_sender,
+        };
+        session.poll_kernel();
+        Ok(session)
+    }
+
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle {
+            requests: self.requests_sender.clone(),
+        }
+    }
+
+    /// What the attached hooks can see.
+    pub fn visibility(&self) -> &Visibility {
+        &self.whole.visibility
+    }
+
+    /// Collects events until `stop` completes, and returns its output.
+    pub async fn trace_until<T>(&mut self, stop: impl Future<Output = T>) -> anyhow::Result<T> {
+        tokio::pin!(stop);
+        let mut poll = tokio::time::interval(KERNEL_POLL_INTERVAL);
+        poll.tick().await; // the first tick is immediate; start already polled
+        // The kernel programs wake this loop only when their buffer fills up; otherwise it
+        // collects on this timer.
+        let mut collect = tokio::time::interval(COLLECT_INTERVAL);
+        // Under a flood the ring buffer may never empty: events are taken in batches, and the
+        // stop condition, polls and views get their turn between batches.
+        let mut backlogged = false;
+        let result = loop {
+            tokio::select! {
+                result = &mut stop => break result,
+                readable = self.tracer.readable(), if !backlogged => {
+                    readable?;
+                    backlogged = self.drain(DRAIN_BATCH);
+                }
+                _ = tokio::task::yield_now(), if backlogged => {
+                    backlogged = self.drain(DRAIN_BATCH);
+                }
+                _ = collect.tick(), if !backlogged => {
+                    backlogged = self.drain(DRAIN_BATCH);
+                }
+                _ = poll.tick() => self.poll_kernel(),
+                Some(request) = self.requests.recv() => self.answer(request),
+            }
+        };
+        // Everything the traced work caused is already in the ring buffer (a full one holds
+        // about 37,000 events; a flood that goes on is not waited for).
+        self.drain(FINAL_DRAIN);
+        self.poll_kernel();
+        Ok(result)
+    }
+
+    fn answer(&mut self, request: Request) {
+        // Everything that happened before the question is part of the answer.
+        self.drain(FINAL_DRAIN);
+        match request {
+            Request::SoFar(reply) => {
+                let _ = reply.send(self.report());
+            }
+            Request::Interval(reply) => {
+                let _ = reply.send(self.take_interval());
+            }
+        }
+    }
+
+    /// Takes up to `limit` events; true if more are waiting.
+    fn drain(&mut self, limit: usize) -> bool {
+        let (whole, interval) = (&mut self.whole, &mut self.interval);
+        self.tracer.drain(limit, |event| {
+            whole.observe(Observation::Event(event));
+            interval.observe(Observation::Event(event));
+        })
+    }
+
+    fn poll_kernel(&mut self) {
+        let states = inventory::read_all();
+        self.whole.observe(Observation::KernelPoll(states.clone()));
+        self.interval
+            .observe(Observation::KernelPoll(states.clone()));
+        self.last_poll = Some(states);
+    }
+
+    /// Reads the kernel programs' cumulative counters and queue maxima into both models.
+    fn read_kernel_counters(&mut self) {
+        let depths = self.tracer.take_queue_depths();
+        self.whole.observe(Observation::QueueDepths(depths.clone()));
+        self.interval.observe(Observation::QueueDepths(depths));
+
+        let lost = self.tracer.lost_events();
+        let new_lost = lost.saturating_sub(self.lost_seen);
+        self.lost_seen = lost;
+        self.whole.observe(Observation::LostEvents(new_lost));
+        self.interval.observe(Observation::LostEvents(new_lost));
+
+        let failures = self.tracer.kernel_failures();
+        let new_failures: BTreeMap<String, u64> = failures
+            .iter()
+            .map(|(stage, &count)| {
+                let before = self.failures_seen.get(stage).copied().unwrap_or(0);
+                (stage.clone(), count.saturating_sub(before))
+            })
+            .collect();
+        self.failures_seen = failures;
+        self.whole
+            .observe(Observation::KernelFailures(new_failures.clone()));
+        self.interval
+            .observe(Observation::KernelFailures(new_failures));
+    }
+
+    /// The report of everything since the start.
+    pub fn report(&mut self) -> Report {
+        self.read_kernel_counters();
+        let run = RunInfo {
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            ..self.run.clone()
+        };
+        report::analyze(&self.whole, &run)
+    }
+
+    /// The report of the interval that ends now; the next one starts at once.
+    pub fn take_interval(&mut self) -> Report {
+        // The boundary: a fresh look at the kernel ends this interval and begins the next.
+        self.poll_kernel();
+        self.read_kernel_counters();
+        let run = RunInfo {
+            duration_ms: self.interval_started.elapsed().as_millis() as u64,
+            ..self.run.clone()
+        };
+        let report = report::analyze(&self.interval, &run);
+        self.interval = self.whole.next_interval(self.last_poll.clone());
+        self.interval_started = Instant::now();
+        report
+    }
+}
+
+/// What the tracer's attached hooks can see, for the model.
+fn visibility(tracer: &Tracer) -> Visibility {
+    let mut hooks = BTreeMap::new();
+    let mut unobserved = BTreeMap::new();
+    for hook in &tracer.hooks {
+        let stage = hook.stage.name().to_owned();
+        match &hook.active {
+            Some(active) => {
+                hooks.insert(stage, active.clone());
+            }
+            None => {
+                let reasons: Vec<&str> = hook.skipped.iter().map(|(_, why)| why.as_str()).collect();
+                hooks.insert(stage.clone(), "unavailable".to_owned());
+                unobserved.insert(stage, reasons.join("; "));
+            }
+        }
+    }
+    Visibility {
+        hooks,
+        unobserved,
+        synack_retransmits: tracer.observes(Stage::SynackRetransmit),
+        ack_overflows: tracer.observes(Stage::ListenerDiscards)
+            && tracer.listen_overflow_reason.is_some(),
+        queues: tracer.observes(Stage::Queues),
+        listen_drops: tracer.observes(Stage::ListenDrops),
+        listen_overflow_reason: tracer.listen_overflow_reason,
+    }
+}
