@@ -8,5 +8,7 @@ pub mod drops;
 pub mod kernel_view;
 pub mod latency;
 mod observations;
+mod recorder;
 
 pub use observations::{Observation, Observations, Visibility};
+pub use recorder::Recorder;

@@ -170,3 +170,253 @@ fn acceptors(stats: &ListenerStats) -> Vec<Acceptor> {
     acceptors.sort_by(|a, b| b.accepted.cmp(&a.accepted).then(a.pid.cmp(&b.pid)));
     acceptors
 }
+
+#[cfg(test)]
+mod tests {
+    //! The analysis on synthetic observations: what a session would have seen, without root.
+
+    use probe_common::{
+        COUNTED_LISTEN_DROPS, COUNTED_LISTEN_OVERFLOWS, ConnEvent, EventKind, QueueDepths,
+    };
+
+    use super::*;
+    use crate::{
+        host::{inventory::NetnsState, sockdiag::DiagListener},
+        model::{Observation, Visibility},
+        report::schema::{Counters, Sysctls},
+    };
+
+    const NETNS: u32 = 4026532000;
+
+    fn event(kind: EventKind, port: u16) -> ConnEvent {
+        let mut event = ConnEvent::zeroed();
+        event.kind = kind as u32;
+        event.netns = NETNS;
+        event.local_port = port;
+        event
+    }
+
+    /// A connection through all three stages: handshake 50 µs, accept wait `wait_us`.
+    fn connection(observed: &mut Observations, port: u16, wait_us: u64) {
+        let mut syn = event(EventKind::Syn, port);
+        syn.syn_ns = 1_000_000;
+        let mut handshake = event(EventKind::Handshake, port);
+        handshake.syn_ns = 1_000_000;
+        handshake.established_ns = 1_050_000;
+        let mut accept = handshake;
+        accept.kind = EventKind::Accept as u32;
+        accept.accepted_ns = 1_050_000 + wait_us * 1000;
+        accept.pid = 42;
+        accept.comm[..4].copy_from_slice(b"node");
+        for event in [syn, handshake, accept] {
+            observed.observe(Observation::Event(&event));
+        }
+    }
+
+    /// One pass over the namespace: its counters and its listeners' (port, socket drops).
+    fn poll(counters: &[(&str, u64)], sockets: &[(u16, u32)]) -> Observation<'static> {
+        Observation::KernelPoll(vec![NetnsState {
+            inode: NETNS,
+            listeners: sockets
+                .iter()
+                .map(|&(port, drops)| DiagListener {
+                    addr: "127.0.0.1".parse().unwrap(),
+                    port,
+                    accept_queue: 0,
+                    backlog: 8,
+                    drops,
+                    inode: u32::from(port),
+                })
+                .collect(),
+            counters: counters
+                .iter()
+                .map(|&(name, value)| (name.to_owned(), value))
+                .collect::<Counters>(),
+            sysctls: Sysctls::default(),
+        }])
+    }
+
+    fn tracepoints() -> Visibility {
+        Visibility {
+            hooks: [("syn".to_owned(), "tp_btf/consume_skb".to_owned())].into(),
+            synack_retransmits: true,
+            queues: true,
+            ..Default::default()
+        }
+    }
+
+    fn run() -> RunInfo {
+        RunInfo {
+            ports: Vec::new(),
+            kernel: "6.18.0".into(),
+            duration_ms: 1_000,
+        }
+    }
+
+    fn listener(report: &Report, port: u16) -> &ListenerReport {
+        report
+            .listeners
+            .iter()
+            .find(|l| l.port == port)
+            .unwrap_or_else(|| panic!("no listener {port} in {report:#?}"))
+    }
+
+    #[test]
+    fn latencies_counts_and_acceptors_per_listener() {
+        let mut observed = Observations::new(tracepoints());
+        observed.observe(poll(&[], &[(80, 0), (81, 0)]));
+        for wait_us in [100, 200, 300] {
+            connection(&mut observed, 80, wait_us);
+        }
+        connection(&mut observed, 81, 5_000);
+        observed.observe(Observation::QueueDepths(vec![(
+            ListenerKey::new(NETNS, 80),
+            QueueDepths {
+                accept_queue_max: 3,
+                syn_queue_max: 1,
+                backlog: 8,
+                _pad: 0,
+            },
+        )]));
+        let report = analyze(&observed, &run());
+        assert_eq!(report.listeners.len(), 2);
+        let busy = listener(&report, 80);
+        assert_eq!(
+            (busy.syn_received, busy.handshakes, busy.accepted),
+            (3, 3, 3)
+        );
+        // HdrHistogram keeps 3 significant digits: within 0.1 %.
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 0.001;
+        assert!(
+            close(busy.handshake_us.p50, 50.0),
+            "{:?}",
+            busy.handshake_us
+        );
+        assert!(
+            close(busy.accept_wait_us.max, 300.0),
+            "{:?}",
+            busy.accept_wait_us
+        );
+        assert!(
+            close(busy.syn_to_accept_us.min, 150.0),
+            "{:?}",
+            busy.syn_to_accept_us
+        );
+        assert_eq!(busy.acceptors[0].comm, "node");
+        assert_eq!(busy.accept_queue_max, Some(3));
+        assert_eq!(busy.syn_queue_max, Some(1));
+        assert_eq!(busy.addr.as_deref(), Some("127.0.0.1"));
+        assert!(close(listener(&report, 81).accept_wait_us.p50, 5_000.0));
+    }
+
+    #[test]
+    fn drops_are_exact_when_socket_and_namespace_counters_reconcile() {
+        let mut observed = Observations::new(tracepoints());
+        observed.observe(poll(
+            &[("ListenOverflows", 10), ("ListenDrops", 10)],
+            &[(80, 2)],
+        ));
+        connection(&mut observed, 80, 100);
+        observed.observe(poll(
+            &[("ListenOverflows", 15), ("ListenDrops", 15)],
+            &[(80, 7)],
+        ));
+        let report = analyze(&observed, &run());
+        let drops = &listener(&report, 80).drops;
+        assert_eq!(drops.listen_overflows, Some(5));
+        assert_eq!(drops.syn_queue_full, Some(0));
+        assert_eq!(drops.listen_drops, Some(5));
+        assert_eq!(drops.attribution, crate::model::drops::EXACT);
+        assert_eq!(report.namespaces[0].counters["ListenOverflows"], 5);
+    }
+
+    #[test]
+    fn drops_of_both_kinds_on_two_listeners_are_ambiguous_not_guessed() {
+        let mut observed = Observations::new(tracepoints());
+        observed.observe(poll(&[], &[(80, 0), (81, 0)]));
+        connection(&mut observed, 80, 100);
+        connection(&mut observed, 81, 100);
+        observed.observe(poll(
+            &[
+                ("ListenOverflows", 3),
+                ("TCPReqQFullDrop", 4),
+                ("ListenDrops", 7),
+            ],
+            &[(80, 5), (81, 2)],
+        ));
+        let report = analyze(&observed, &run());
+        for port in [80, 81] {
+            let drops = &listener(&report, port).drops;
+            assert_eq!(drops.listen_overflows, None, "port {port}");
+            assert_eq!(drops.syn_queue_full, None, "port {port}");
+            assert!(drops.attribution.starts_with("ambiguous"), "{drops:?}");
+        }
+        assert_eq!(listener(&report, 80).drops.listen_drops, Some(5));
+    }
+
+    #[test]
+    fn counted_drops_with_lost_events_are_lower_bounds() {
+        let visibility = Visibility {
+            listen_drops: true,
+            ..tracepoints()
+        };
+        let mut observed = Observations::new(visibility);
+        observed.observe(poll(&[], &[(80, 0)]));
+        connection(&mut observed, 80, 100);
+        let mut counted = event(EventKind::ListenCounted, 80);
+        counted.reason = COUNTED_LISTEN_DROPS | COUNTED_LISTEN_OVERFLOWS;
+        observed.observe(Observation::Event(&counted));
+        observed.observe(Observation::LostEvents(12));
+        observed.observe(poll(
+            &[("ListenOverflows", 9), ("ListenDrops", 9)],
+            &[(80, 9)],
+        ));
+        let report = analyze(&observed, &run());
+        let drops = &listener(&report, 80).drops;
+        assert_eq!(drops.listen_overflows, Some(1));
+        assert!(drops.attribution.starts_with("lost"), "{drops:?}");
+        assert_eq!(report.lost_events, 12);
+        assert_eq!(listener(&report, 80).fastopen, Some(0));
+    }
+
+    #[test]
+    fn what_no_hook_observes_is_null_not_zero() {
+        let visibility = Visibility {
+            synack_retransmits: false,
+            queues: false,
+            unobserved: [("queues".to_owned(), "no hook".to_owned())].into(),
+            ..tracepoints()
+        };
+        let mut observed = Observations::new(visibility);
+        connection(&mut observed, 80, 100);
+        observed.observe(Observation::KernelFailures(
+            [("accept".to_owned(), 2)].into(),
+        ));
+        let report = analyze(&observed, &run());
+        let l = listener(&report, 80);
+        assert_eq!(l.synack_retransmits, None);
+        assert_eq!(l.syn_queue_max, None);
+        assert_eq!(l.fastopen, None);
+        // Never polled: the socket was not seen, so its drops are unknown.
+        assert_eq!(l.drops.listen_drops, None);
+        assert_eq!(report.unobserved["queues"], "no hook");
+        assert_eq!(report.kernel_failures["accept"], 2);
+    }
+
+    #[test]
+    fn port_filter_and_idle_listeners_are_left_out() {
+        let mut observed = Observations::new(tracepoints());
+        observed.observe(poll(&[], &[(80, 0), (81, 0), (82, 0)]));
+        connection(&mut observed, 80, 100);
+        connection(&mut observed, 81, 100);
+        let report = analyze(
+            &observed,
+            &RunInfo {
+                ports: vec![81, 82],
+                ..run()
+            },
+        );
+        let ports: Vec<u16> = report.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [81]);
+    }
+}

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     host::{inventory, preflight},
-    model::{Observation, Observations, Visibility},
+    model::{Observation, Recorder, Visibility},
     report::{self, Report, RunInfo},
 };
 
@@ -34,13 +34,9 @@ const FINAL_DRAIN: usize = 65_536;
 
 pub struct Session {
     tracer: Tracer,
-    /// Everything since the start.
-    whole: Observations,
-    /// Since the last interval was taken (or the start).
-    interval: Observations,
+    /// The whole run and the current interval.
+    recorder: Recorder,
     interval_started: Instant,
-    /// The latest pass over the namespaces: the baseline of the next interval.
-    last_poll: Option<Vec<inventory::NetnsState>>,
     /// Cumulative kernel-side counters already handed to the model.
     lost_seen: u64,
     failures_seen: BTreeMap<String, u64>,
@@ -89,13 +85,10 @@ impl Session {
         let tracer = Tracer::start(options)?;
         let visibility = visibility(&tracer);
         let (requests_sender, requests) = mpsc::unbounded_channel();
-        let whole = Observations::new(visibility);
         let mut session = Self {
             tracer,
-            interval: whole.next_interval(None),
-            whole,
+            recorder: Recorder::new(visibility),
             interval_started: Instant::now(),
-            last_poll: None,
             lost_seen: 0,
             failures_seen: BTreeMap::new(),
             run: RunInfo {
@@ -119,7 +112,7 @@ impl Session {
 
     /// What the attached hooks can see.
     pub fn visibility(&self) -> &Visibility {
-        &self.whole.visibility
+        &self.recorder.whole().visibility
     }
 
     /// Collects events until `stop` completes, and returns its output.
@@ -172,32 +165,25 @@ impl Session {
 
     /// Takes up to `limit` events; true if more are waiting.
     fn drain(&mut self, limit: usize) -> bool {
-        let (whole, interval) = (&mut self.whole, &mut self.interval);
-        self.tracer.drain(limit, |event| {
-            whole.observe(Observation::Event(event));
-            interval.observe(Observation::Event(event));
-        })
+        let recorder = &mut self.recorder;
+        self.tracer
+            .drain(limit, |event| recorder.observe(Observation::Event(event)))
     }
 
     fn poll_kernel(&mut self) {
-        let states = inventory::read_all();
-        self.whole.observe(Observation::KernelPoll(states.clone()));
-        self.interval
-            .observe(Observation::KernelPoll(states.clone()));
-        self.last_poll = Some(states);
+        self.recorder
+            .observe(Observation::KernelPoll(inventory::read_all()));
     }
 
     /// Reads the kernel programs' cumulative counters and queue maxima into both models.
     fn read_kernel_counters(&mut self) {
         let depths = self.tracer.take_queue_depths();
-        self.whole.observe(Observation::QueueDepths(depths.clone()));
-        self.interval.observe(Observation::QueueDepths(depths));
+        self.recorder.observe(Observation::QueueDepths(depths));
 
         let lost = self.tracer.lost_events();
         let new_lost = lost.saturating_sub(self.lost_seen);
         self.lost_seen = lost;
-        self.whole.observe(Observation::LostEvents(new_lost));
-        self.interval.observe(Observation::LostEvents(new_lost));
+        self.recorder.observe(Observation::LostEvents(new_lost));
 
         let failures = self.tracer.kernel_failures();
         let new_failures: BTreeMap<String, u64> = failures
@@ -208,9 +194,7 @@ impl Session {
             })
             .collect();
         self.failures_seen = failures;
-        self.whole
-            .observe(Observation::KernelFailures(new_failures.clone()));
-        self.interval
+        self.recorder
             .observe(Observation::KernelFailures(new_failures));
     }
 
@@ -221,7 +205,7 @@ impl Session {
             duration_ms: self.started.elapsed().as_millis() as u64,
             ..self.run.clone()
         };
-        report::analyze(&self.whole, &run)
+        report::analyze(self.recorder.whole(), &run)
     }
 
     /// The report of the interval that ends now; the next one starts at once.
@@ -233,10 +217,8 @@ impl Session {
             duration_ms: self.interval_started.elapsed().as_millis() as u64,
             ..self.run.clone()
         };
-        let report = report::analyze(&self.interval, &run);
-        self.interval = self.whole.next_interval(self.last_poll.clone());
         self.interval_started = Instant::now();
-        report
+        report::analyze(&self.recorder.take_interval(), &run)
     }
 }
 
