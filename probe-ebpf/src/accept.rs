@@ -22,11 +22,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, EventKind, IORING_OP_ACCEPT, KernelOffsets, TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, EarlyAccept, EventKind, IORING_OP_ACCEPT, KernelOffsets, STAGE_ACCEPT, TCP_LISTEN,
+    TCP_SYN_RECV,
 };
 
 use crate::{
-    emit,
+    emit, failures,
     kernel::{SockEndpoints, read, sock_endpoints},
     maps::{CHILDREN, EARLY_ACCEPTS, IO_URING, config, port_wanted},
 };
@@ -38,13 +39,13 @@ const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn accept_exit_accept4(ctx: TracePointContext) -> u32 {
-    on_accept_exit(&ctx);
+    failures::count(STAGE_ACCEPT, on_accept_exit(&ctx));
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
 pub fn accept_exit_accept(ctx: TracePointContext) -> u32 {
-    on_accept_exit(&ctx);
+    failures::count(STAGE_ACCEPT, on_accept_exit(&ctx));
     0
 }
 
@@ -53,7 +54,7 @@ pub fn accept_exit_accept(ctx: TracePointContext) -> u32 {
 pub fn accept_io_uring_complete(ctx: BtfTracePointContext) -> u32 {
     let request: u64 = ctx.arg(1);
     if request != 0 {
-        let _ = on_io_uring_complete(request);
+        failures::count(STAGE_ACCEPT, on_io_uring_complete(request));
     }
     0
 }
@@ -84,7 +85,10 @@ pub fn accept_fexit(ctx: FExitContext) -> u32 {
         && child != 0
     {
         let config = config();
-        let _ = on_accepted_sock(&config.offsets, child, &config);
+        failures::count(
+            STAGE_ACCEPT,
+            on_accepted_sock(&config.offsets, child, &config),
+        );
     }
     0
 }
@@ -94,21 +98,24 @@ pub fn accept_kretprobe(ctx: RetProbeContext) -> u32 {
     let child: u64 = ctx.ret();
     if child != 0 {
         let config = config();
-        let _ = on_accepted_sock(&config.offsets, child, &config);
+        failures::count(
+            STAGE_ACCEPT,
+            on_accepted_sock(&config.offsets, child, &config),
+        );
     }
     0
 }
 
 #[inline(always)]
-fn on_accept_exit(ctx: &TracePointContext) {
-    let Ok(fd) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET) }) else {
-        return;
-    };
+fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    // SAFETY: every `syscalls:sys_exit_*` record holds the `long ret` at this offset (see
+    // SYS_EXIT_RET), and the read goes through bpf_probe_read_kernel, which checks it.
+    let fd = unsafe { ctx.read_at::<i64>(SYS_EXIT_RET) }?;
     if fd < 0 {
-        return;
+        return Ok(());
     }
     let config = config();
-    let _ = on_accepted_fd(&config.offsets, fd as u64, &config);
+    on_accepted_fd(&config.offsets, fd as u64, &config)
 }
 
 #[inline(always)]
@@ -139,9 +146,13 @@ fn on_accepted_sock(
     if !port_wanted(config, child.local_port) {
         return Ok(());
     }
+    // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or_default();
+    // SAFETY: the stamps are copied out at once (here and in the two lookups below). Map memory
+    // stays valid while the program runs (RCU); another CPU replacing the entry meanwhile can
+    // only change the value read.
     let stamps = match unsafe { CHILDREN.get(&sk) } {
         Some(&stamps) => {
             let _ = CHILDREN.remove(&sk);
@@ -159,6 +170,7 @@ fn on_accepted_sock(
                 let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
                 // The handshake may have completed on another CPU meanwhile, too late to see
                 // the entry: then whichever side removes the entry reports the accept.
+                // SAFETY: as above, copied out at once.
                 if let Some(&stamps) = unsafe { CHILDREN.get(&sk) }
                     && EARLY_ACCEPTS.remove(&sk).is_ok()
                 {
@@ -169,6 +181,7 @@ fn on_accepted_sock(
             }
             // The handshake program records the child before the kernel stores ESTABLISHED:
             // a child seen ESTABLISHED just after the first look has its entry by now.
+            // SAFETY: as above, copied out at once.
             match unsafe { CHILDREN.get(&sk) } {
                 Some(&stamps) => {
                     let _ = CHILDREN.remove(&sk);
@@ -205,6 +218,8 @@ pub fn send_accept(
 /// `struct sock *` behind file descriptor `fd` of the current task.
 #[inline(always)]
 fn socket_of_fd(offsets: &KernelOffsets, fd: u64) -> Result<u64, i32> {
+    // SAFETY: bpf_get_current_task takes no argument; the task pointer it returns is only
+    // dereferenced through bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() };
     let files = read::<u64>(task, offsets.task_files)?;
     let fdt = read::<u64>(files, offsets.files_fdt)?;

@@ -17,7 +17,8 @@ use crate::maps::{EVENTS, EVENTS_BYTES, LOST};
 pub fn send(fill: impl FnOnce(&mut ConnEvent)) {
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
-            // Per-CPU slot: no other writer can race with this increment.
+            // SAFETY: the lookup returned a valid pointer to this CPU's u64 slot; per-CPU slot:
+            // no other writer can race with this increment.
             unsafe { *lost += 1 };
         }
         return;

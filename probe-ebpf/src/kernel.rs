@@ -6,6 +6,9 @@ use probe_common::{AF_INET, AF_INET6, ConnEvent, KernelOffsets};
 /// Reads a `T` at `base + offset`.
 #[inline(always)]
 pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel never dereferences the address itself: it copies through
+    // the kernel's fault-handling read and returns an error for an unreadable address. Callers
+    // only read plain-data `T`s (integers and byte arrays), valid for any bit pattern.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
 }
 

@@ -21,10 +21,10 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{COUNTED_AT_ACK, EventKind, ListenCounters, TCP_LISTEN};
+use probe_common::{COUNTED_AT_ACK, EventKind, ListenCounters, STAGE_LISTEN_DROPS, TCP_LISTEN};
 
 use crate::{
-    emit,
+    emit, failures,
     kernel::{read, sock_endpoints},
     maps::{
         LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, SK_STATE_OFFSET, config, port_wanted,
@@ -32,61 +32,61 @@ use crate::{
 };
 
 #[fentry(function = "tcp_conn_request")]
-pub fn counted_fentry_conn_request(ctx: FEntryContext) -> u32 {
+pub fn listen_drops_fentry_conn_request(ctx: FEntryContext) -> u32 {
     snapshot(ctx.arg(2));
     0
 }
 
 #[fexit(function = "tcp_conn_request")]
-pub fn counted_fexit_conn_request(_ctx: FExitContext) -> u32 {
+pub fn listen_drops_fexit_conn_request(_ctx: FExitContext) -> u32 {
     compare(0);
     0
 }
 
 #[fentry(function = "tcp_check_req")]
-pub fn counted_fentry_check_req(ctx: FEntryContext) -> u32 {
+pub fn listen_drops_fentry_check_req(ctx: FEntryContext) -> u32 {
     snapshot(ctx.arg(0));
     0
 }
 
 #[fexit(function = "tcp_check_req")]
-pub fn counted_fexit_check_req(_ctx: FExitContext) -> u32 {
+pub fn listen_drops_fexit_check_req(_ctx: FExitContext) -> u32 {
     compare(COUNTED_AT_ACK);
     0
 }
 
 #[fentry(function = "tcp_req_err")]
-pub fn counted_fentry_req_err(ctx: FEntryContext) -> u32 {
+pub fn listen_drops_fentry_req_err(ctx: FEntryContext) -> u32 {
     snapshot_request(ctx.arg(0));
     0
 }
 
 #[fexit(function = "tcp_req_err")]
-pub fn counted_fexit_req_err(_ctx: FExitContext) -> u32 {
+pub fn listen_drops_fexit_req_err(_ctx: FExitContext) -> u32 {
     compare(0);
     0
 }
 
 #[fentry(function = "cookie_v4_check")]
-pub fn counted_fentry_cookie_v4(ctx: FEntryContext) -> u32 {
+pub fn listen_drops_fentry_cookie_v4(ctx: FEntryContext) -> u32 {
     snapshot(ctx.arg(0));
     0
 }
 
 #[fexit(function = "cookie_v4_check")]
-pub fn counted_fexit_cookie_v4(_ctx: FExitContext) -> u32 {
+pub fn listen_drops_fexit_cookie_v4(_ctx: FExitContext) -> u32 {
     compare(COUNTED_AT_ACK);
     0
 }
 
 #[fentry(function = "cookie_v6_check")]
-pub fn counted_fentry_cookie_v6(ctx: FEntryContext) -> u32 {
+pub fn listen_drops_fentry_cookie_v6(ctx: FEntryContext) -> u32 {
     snapshot(ctx.arg(0));
     0
 }
 
 #[fexit(function = "cookie_v6_check")]
-pub fn counted_fexit_cookie_v6(_ctx: FExitContext) -> u32 {
+pub fn listen_drops_fexit_cookie_v6(_ctx: FExitContext) -> u32 {
     compare(COUNTED_AT_ACK);
     0
 }
@@ -94,7 +94,7 @@ pub fn counted_fexit_cookie_v6(_ctx: FExitContext) -> u32 {
 /// The listener is the first argument of the ACK handlers, the third of `tcp_conn_request`:
 /// one program per position serves every function (a kprobe reads registers).
 #[kprobe]
-pub fn counted_kprobe_listener_arg0(ctx: ProbeContext) -> u32 {
+pub fn listen_drops_kprobe_listener_arg0(ctx: ProbeContext) -> u32 {
     if let Some(listener) = ctx.arg::<u64>(0) {
         snapshot(listener);
     }
@@ -102,7 +102,7 @@ pub fn counted_kprobe_listener_arg0(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
-pub fn counted_kprobe_listener_arg2(ctx: ProbeContext) -> u32 {
+pub fn listen_drops_kprobe_listener_arg2(ctx: ProbeContext) -> u32 {
     if let Some(listener) = ctx.arg::<u64>(2) {
         snapshot(listener);
     }
@@ -110,7 +110,7 @@ pub fn counted_kprobe_listener_arg2(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
-pub fn counted_kprobe_request_arg0(ctx: ProbeContext) -> u32 {
+pub fn listen_drops_kprobe_request_arg0(ctx: ProbeContext) -> u32 {
     if let Some(request) = ctx.arg::<u64>(0) {
         snapshot_request(request);
     }
@@ -118,13 +118,13 @@ pub fn counted_kprobe_request_arg0(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn counted_kretprobe_syn(_ctx: RetProbeContext) -> u32 {
+pub fn listen_drops_kretprobe_syn(_ctx: RetProbeContext) -> u32 {
     compare(0);
     0
 }
 
 #[kretprobe]
-pub fn counted_kretprobe_ack(_ctx: RetProbeContext) -> u32 {
+pub fn listen_drops_kretprobe_ack(_ctx: RetProbeContext) -> u32 {
     compare(COUNTED_AT_ACK);
     0
 }
@@ -135,6 +135,7 @@ fn mib_block(counters: &ListenCounters, listener: u64) -> Result<u64, i32> {
     if counters.per_cpu_offsets == 0 {
         return Err(0);
     }
+    // SAFETY: bpf_get_smp_processor_id takes no argument and only returns the CPU number.
     let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
     let cpu_offset = read::<u64>(counters.per_cpu_offsets + cpu * 8, 0)?;
     let net = read::<u64>(listener, config().offsets.sk_net)?;
@@ -150,15 +151,24 @@ fn read_counter(block: u64, index: u32) -> Result<u64, i32> {
 #[inline(always)]
 fn snapshot_request(request: u64) {
     let offset = LISTEN_COUNTERS.load().request_listener;
+    if offset == 0 {
+        clear();
+        return;
+    }
     match read::<u64>(request, offset) {
-        Ok(listener) if offset != 0 => snapshot(listener),
-        _ => clear(),
+        Ok(listener) => snapshot(listener),
+        Err(error) => {
+            clear();
+            failures::count(STAGE_LISTEN_DROPS, Err::<(), i32>(error));
+        }
     }
 }
 
 #[inline(always)]
 fn clear() {
     if let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) {
+        // SAFETY: the lookup returned a valid pointer to this CPU's slot, which only these
+        // programs on this CPU touch, and they do not nest (see the module's docs).
         unsafe { (*slot).listener = 0 };
     }
 }
@@ -168,24 +178,28 @@ fn snapshot(sk: u64) {
     let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: the lookup returned a valid pointer to this CPU's slot, which only these programs
+    // on this CPU touch, and they do not nest (see the module's docs).
     let slot = unsafe { &mut *slot };
     slot.listener = 0;
-    if read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from) != Ok(TCP_LISTEN) {
-        return;
+    failures::count(STAGE_LISTEN_DROPS, take_snapshot(slot, sk));
+}
+
+/// Fills `slot` with the counters of listener `sk`; leaves it empty (`listener` 0) for any other
+/// socket, and when a counter cannot be read, rather than report a false "moved".
+#[inline(always)]
+fn take_snapshot(slot: &mut ListenSnapshot, sk: u64) -> Result<(), i32> {
+    if i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?) != TCP_LISTEN {
+        return Ok(());
     }
     let counters = LISTEN_COUNTERS.load();
-    let Ok(block) = mib_block(&counters, sk) else {
-        return;
-    };
+    let block = mib_block(&counters, sk)?;
     for (value, index) in slot.values.iter_mut().zip(counters.indices) {
-        // A counter that cannot be read leaves no snapshot rather than a false "moved".
-        let Ok(read) = read_counter(block, index) else {
-            return;
-        };
-        *value = read;
+        *value = read_counter(block, index)?;
     }
     slot.block = block;
     slot.listener = sk;
+    Ok(())
 }
 
 /// Reports which counters the packet moved, if any; `at` flags the ACK handlers.
@@ -194,19 +208,28 @@ fn compare(at: u32) {
     let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: the lookup returned a valid pointer to this CPU's slot, which only these programs
+    // on this CPU touch, and they do not nest (see the module's docs).
     let taken: ListenSnapshot = unsafe { core::mem::take(&mut *slot) };
     if taken.listener == 0 {
         return;
     }
     let indices = LISTEN_COUNTERS.load().indices;
     let mut moved = 0u32;
+    // A counter that cannot be read counts as unmoved: an event may be missing, so counted.
+    let mut failed = 0i32;
     for (bit, (index, before)) in indices.iter().zip(taken.values).enumerate() {
-        if read_counter(taken.block, *index).unwrap_or(before) != before {
-            moved |= 1 << bit;
+        match read_counter(taken.block, *index) {
+            Ok(after) if after != before => moved |= 1 << bit,
+            Ok(_) => {}
+            Err(error) => failed = error,
         }
     }
+    if failed != 0 {
+        failures::count(STAGE_LISTEN_DROPS, Err::<(), i32>(failed));
+    }
     if moved != 0 {
-        let _ = report(taken.listener, moved | at);
+        failures::count(STAGE_LISTEN_DROPS, report(taken.listener, moved | at));
     }
 }
 

@@ -10,9 +10,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{KernelOffsets, ListenerKey, QueueDepths, TCP_LISTEN};
+use probe_common::{KernelOffsets, ListenerKey, QueueDepths, STAGE_QUEUES, TCP_LISTEN};
 
 use crate::{
+    failures,
     kernel::{net_inum, read},
     maps::{QUEUES, SK_STATE_OFFSET, config, port_wanted},
 };
@@ -41,12 +42,16 @@ pub fn queues_kprobe(ctx: ProbeContext) -> u32 {
 /// configuration is loaded.
 #[inline(always)]
 fn on_data_ready(sk: u64) {
-    let state = read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from);
-    if state != Ok(TCP_LISTEN) {
-        return;
+    failures::count(STAGE_QUEUES, on_socket_woken(sk));
+}
+
+#[inline(always)]
+fn on_socket_woken(sk: u64) -> Result<(), i32> {
+    if i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?) != TCP_LISTEN {
+        return Ok(());
     }
     let config = config();
-    let _ = on_listener_woken(&config.offsets, sk, &config);
+    on_listener_woken(&config.offsets, sk, &config)
 }
 
 #[inline(always)]
@@ -66,7 +71,10 @@ fn on_listener_woken(
     let key = ListenerKey::new(netns, port);
     match QUEUES.get_ptr_mut(&key) {
         Some(depths) => {
-            // Races between CPUs can only lose a maximum that another CPU is raising anyway.
+            // SAFETY: the lookup returned a valid pointer to the entry's value, which map memory
+            // keeps valid while the program runs (RCU). Other CPUs may update it at the same
+            // time: plain u32 stores, whose races can only lose a maximum that another CPU is
+            // raising anyway.
             let depths = unsafe { &mut *depths };
             depths.accept_queue_max = depths.accept_queue_max.max(accept_queue);
             depths.syn_queue_max = depths.syn_queue_max.max(syn_queue);

@@ -17,10 +17,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{EventKind, FlowKey, KernelOffsets, SynStamp};
+use probe_common::{EventKind, FlowKey, KernelOffsets, STAGE_SYN, SynStamp};
 
 use crate::{
-    emit,
+    emit, failures,
     kernel::{net_inum, read},
     maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config, port_wanted},
     packet::{Segment, parse_tcp, skb_netns},
@@ -39,7 +39,7 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     }
     let config = config();
     let skb: u64 = ctx.arg(0);
-    let _ = on_syn(&config.offsets, skb, 0, &config);
+    failures::count(STAGE_SYN, on_syn(&config.offsets, skb, 0, &config));
     0
 }
 
@@ -52,7 +52,7 @@ const STACK_FRAMES: usize = 8;
 pub fn syn_consume_skb_stack(ctx: BtfTracePointContext) -> u32 {
     let config = config();
     let skb: u64 = ctx.arg(0);
-    let _ = on_consumed_without_location(&ctx, &config, skb);
+    failures::count(STAGE_SYN, on_consumed_without_location(&ctx, &config, skb));
     0
 }
 
@@ -68,8 +68,14 @@ fn on_consumed_without_location(
     };
     let mut frames = [0u64; STACK_FRAMES];
     let size = core::mem::size_of_val(&frames) as u32;
+    // SAFETY: `frames` is a live stack buffer of exactly `size` bytes, and `ctx` is this
+    // program's context.
     let written = unsafe { bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), size, 0) };
-    if written <= 0 {
+    if written < 0 {
+        // The SYN's caller is unknown: the SYN is lost.
+        return Err(written as i32);
+    }
+    if written == 0 {
         return Ok(());
     }
     let (start, end) = (SYN_CONSUMER_START.load(), SYN_CONSUMER_END.load());
@@ -85,7 +91,10 @@ fn on_consumed_without_location(
 #[fentry(function = "tcp_conn_request")]
 pub fn syn_fentry(ctx: FEntryContext) -> u32 {
     let config = config();
-    let _ = on_syn(&config.offsets, ctx.arg(3), ctx.arg(2), &config);
+    failures::count(
+        STAGE_SYN,
+        on_syn(&config.offsets, ctx.arg(3), ctx.arg(2), &config),
+    );
     0
 }
 
@@ -93,7 +102,7 @@ pub fn syn_fentry(ctx: FEntryContext) -> u32 {
 pub fn syn_kprobe(ctx: ProbeContext) -> u32 {
     let config = config();
     if let (Some(listener), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
-        let _ = on_syn(&config.offsets, skb, listener, &config);
+        failures::count(STAGE_SYN, on_syn(&config.offsets, skb, listener, &config));
     }
     0
 }
@@ -143,6 +152,7 @@ fn record_syn(
     } else {
         skb_netns(offsets, skb)?
     };
+    // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
 
     let key = FlowKey {
@@ -160,6 +170,9 @@ fn record_syn(
         sequence: segment.sequence,
         _pad: 0,
     };
+    // SAFETY: the entry's sequence is copied out at once. Map memory stays valid while the
+    // program runs (RCU); another CPU replacing the entry meanwhile can only change the value
+    // read, which is then as good as a lookup an instant later.
     let retry =
         unsafe { SYN_TIMES.get(&key) }.is_some_and(|earlier| earlier.sequence == stamp.sequence);
     if !retry {

@@ -20,8 +20,8 @@ const PROGRAMS: [&str; 7] = [
     "handshake_set_state",
     "accept_exit_accept4",
     "accept_exit_accept",
-    "discard_kfree_skb",
-    "synack_retransmit",
+    "listener_discards_kfree_skb",
+    "synack_retransmit_tracepoint",
     "queues_data_ready",
 ];
 

@@ -8,25 +8,25 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::EventKind;
+use probe_common::{EventKind, STAGE_SYNACK_RETRANSMIT};
 
 use crate::{
-    emit,
+    emit, failures,
     kernel::sock_endpoints,
     maps::{SYNACK_REQUESTS, config, port_wanted},
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
-pub fn synack_retransmit(ctx: BtfTracePointContext) -> u32 {
+pub fn synack_retransmit_tracepoint(ctx: BtfTracePointContext) -> u32 {
     let request: u64 = ctx.arg(1);
-    let _ = on_retransmit(request);
+    failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(request));
     0
 }
 
 #[fexit(function = "tcp_rtx_synack")]
-pub fn synack_fexit(ctx: FExitContext) -> u32 {
+pub fn synack_retransmit_fexit(ctx: FExitContext) -> u32 {
     if ctx.ret::<i32>() == Ok(0) {
-        let _ = on_retransmit(ctx.arg(1));
+        failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(ctx.arg(1)));
     }
     0
 }
@@ -34,21 +34,25 @@ pub fn synack_fexit(ctx: FExitContext) -> u32 {
 /// The request is kept per CPU until the return: SYN-ACKs are retransmitted from softirq
 /// context (the request's timer, or a retransmitted SYN), which does not nest.
 #[kprobe]
-pub fn synack_kprobe(ctx: ProbeContext) -> u32 {
+pub fn synack_retransmit_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(request), Some(slot)) = (ctx.arg::<u64>(1), SYNACK_REQUESTS.get_ptr_mut(0)) {
+        // SAFETY: the lookup returned a valid pointer to this CPU's slot, which only programs on
+        // this CPU touch, and they do not nest (softirq context).
         unsafe { *slot = request };
     }
     0
 }
 
 #[kretprobe]
-pub fn synack_kretprobe(ctx: RetProbeContext) -> u32 {
+pub fn synack_retransmit_kretprobe(ctx: RetProbeContext) -> u32 {
     let Some(slot) = SYNACK_REQUESTS.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: the lookup returned a valid pointer to this CPU's slot, which only programs on
+    // this CPU touch, and they do not nest (softirq context).
     let request = unsafe { core::mem::replace(&mut *slot, 0) };
     if request != 0 && ctx.ret::<i32>() == 0 {
-        let _ = on_retransmit(request);
+        failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(request));
     }
     0
 }

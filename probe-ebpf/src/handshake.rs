@@ -1,7 +1,7 @@
-//! Stages driven by socket state changes:
+//! Stage 2, handshake, and the other socket state changes its hooks see:
 //!
 //! - a child moving SYN_RECV -> ESTABLISHED has completed its handshake and was just put on the
-//!   accept queue (stage 2);
+//!   accept queue;
 //! - a socket moving to LISTEN is a new listener, reported with its address and owner;
 //! - a listener moving to CLOSE reports its final drop counter, which userspace would otherwise
 //!   miss for a listener that closes between two polls.
@@ -20,12 +20,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    ChildStamps, EventKind, FlowKey, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, EventKind, FlowKey, STAGE_HANDSHAKE, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
+    TCP_SYN_RECV,
 };
 
 use crate::{
     accept::send_accept,
-    emit,
+    emit, failures,
     kernel::{SockEndpoints, read, sock_endpoints},
     maps::{
         CHILDREN, EARLY_ACCEPTS, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES, config, port_wanted,
@@ -38,25 +39,25 @@ pub fn handshake_set_state(ctx: BtfTracePointContext) -> u32 {
     let new_state: i32 = ctx.arg(2);
     let sk: u64 = ctx.arg(0);
     if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
-        let _ = on_established(sk);
+        failures::count(STAGE_HANDSHAKE, on_established(sk));
     } else if new_state == TCP_LISTEN {
-        let _ = on_listen(sk);
+        failures::count(STAGE_HANDSHAKE, on_listen(sk));
     } else if old_state == TCP_LISTEN && new_state == TCP_CLOSE {
-        let _ = on_listener_close(sk);
+        failures::count(STAGE_HANDSHAKE, on_listener_close(sk));
     }
     0
 }
 
 #[fentry(function = "tcp_set_state")]
 pub fn handshake_fentry_set_state(ctx: FEntryContext) -> u32 {
-    on_tcp_set_state(ctx.arg(0), ctx.arg(1));
+    failures::count(STAGE_HANDSHAKE, on_tcp_set_state(ctx.arg(0), ctx.arg(1)));
     0
 }
 
 #[kprobe]
 pub fn handshake_kprobe_set_state(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(new_state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        on_tcp_set_state(sk, new_state);
+        failures::count(STAGE_HANDSHAKE, on_tcp_set_state(sk, new_state));
     }
     0
 }
@@ -64,7 +65,7 @@ pub fn handshake_kprobe_set_state(ctx: ProbeContext) -> u32 {
 #[fexit(function = "inet_csk_listen_start")]
 pub fn handshake_fexit_listen_start(ctx: FExitContext) -> u32 {
     if ctx.ret::<i32>() == Ok(0) {
-        let _ = on_listen(ctx.arg(0));
+        failures::count(STAGE_HANDSHAKE, on_listen(ctx.arg(0)));
     }
     0
 }
@@ -82,12 +83,14 @@ pub fn handshake_kprobe_listen_start(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn handshake_kretprobe_listen_start(ctx: RetProbeContext) -> u32 {
     let task = bpf_get_current_pid_tgid();
+    // SAFETY: the socket pointer is copied out at once; the entry is this task's own, which no
+    // other program writes while this call runs.
     let Some(&sk) = (unsafe { LISTEN_CALLS.get(&task) }) else {
         return 0;
     };
     let _ = LISTEN_CALLS.remove(&task);
     if ctx.ret::<i32>() == 0 {
-        let _ = on_listen(sk);
+        failures::count(STAGE_HANDSHAKE, on_listen(sk));
     }
     0
 }
@@ -95,17 +98,17 @@ pub fn handshake_kretprobe_listen_start(ctx: RetProbeContext) -> u32 {
 /// `tcp_set_state` is called for every TCP state change: the new state is tested before any
 /// memory is read.
 #[inline(always)]
-fn on_tcp_set_state(sk: u64, new_state: i32) {
+fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
     if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE {
-        return;
+        return Ok(());
     }
-    let Ok(old_state) = read::<u8>(sk, SK_STATE_OFFSET.load()).map(i32::from) else {
-        return;
-    };
+    let old_state = i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?);
     if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
-        let _ = on_established(sk);
+        on_established(sk)
     } else if new_state == TCP_CLOSE && old_state == TCP_LISTEN {
-        let _ = on_listener_close(sk);
+        on_listener_close(sk)
+    } else {
+        Ok(())
     }
 }
 
@@ -118,6 +121,7 @@ fn on_established(sk: u64) -> Result<(), i32> {
     if !port_wanted(&config, child.local_port) {
         return Ok(());
     }
+    // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = FlowKey {
         netns: child.netns,
@@ -126,6 +130,8 @@ fn on_established(sk: u64) -> Result<(), i32> {
         local_addr: child.local_addr,
         remote_addr: child.remote_addr,
     };
+    // SAFETY: the timestamp is copied out at once. Map memory stays valid while the program
+    // runs (RCU); another CPU replacing the entry meanwhile can only change the value read.
     let syn_ns = match unsafe { SYN_TIMES.get(&key) } {
         Some(stamp) => {
             let syn_ns = stamp.syn_ns;
@@ -206,6 +212,9 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
 /// other program has reported it; true if this call did.
 #[inline(always)]
 fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now: u64) -> bool {
+    // SAFETY: the entry is copied out at once. Map memory stays valid while the program runs
+    // (RCU); whether this copy gets reported is decided by the removal below, which succeeds for
+    // one program only.
     let Some(&early) = (unsafe { EARLY_ACCEPTS.get(&sk) }) else {
         return false;
     };

@@ -4,30 +4,30 @@
 //! drop counter counts these too, besides its listen drops, so userspace subtracts them.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use probe_common::{EventKind, TCP_LISTEN};
+use probe_common::{EventKind, STAGE_LISTENER_DISCARDS, TCP_LISTEN};
 
 use crate::{
-    emit,
+    emit, failures,
     kernel::{read, sock_endpoints},
     maps::config,
 };
 
 #[btf_tracepoint(function = "kfree_skb")]
-pub fn discard_kfree_skb(ctx: BtfTracePointContext) -> u32 {
+pub fn listener_discards_kfree_skb(ctx: BtfTracePointContext) -> u32 {
     // Every dropped packet of the machine passes here: most have no receiving socket.
     let listener: u64 = ctx.arg(3);
     if listener == 0 {
         return 0;
     }
     let reason: u32 = ctx.arg(2);
-    let _ = on_discard(listener, reason);
+    failures::count(STAGE_LISTENER_DISCARDS, on_discard(listener, reason));
     0
 }
 
 #[inline(always)]
 fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
     let config = config();
-    if read::<u8>(listener, config.offsets.sk_state).map(i32::from) != Ok(TCP_LISTEN) {
+    if i32::from(read::<u8>(listener, config.offsets.sk_state)?) != TCP_LISTEN {
         return Ok(());
     }
     // Not filtered by port: attributing the namespace's drop counters needs every listener's
