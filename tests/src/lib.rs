@@ -1,5 +1,6 @@
 //! Helpers for synscope's privileged integration tests: network namespaces, running synscope
-//! around a workload, and reading its JSON report.
+//! around a workload, and reading its JSON report, checked against the report's JSON Schema
+//! and read back typed ([`synscope::report::Report`]).
 //!
 //! Every test makes its own namespace (removed on drop), so tests see only their own traffic
 //! and the namespace's /proc/net/netstat counters start at zero.
@@ -8,10 +9,17 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        LazyLock,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use serde_json::Value;
+use synscope::{
+    host::counters::parse_pairs,
+    report::{JSON_SCHEMA, ListenerReport, Report},
+};
 
 /// Fails the test with a clear message unless running as root.
 pub fn require_root() {
@@ -113,7 +121,11 @@ impl Netns {
             "cat",
             "/proc/net/netstat",
         ]));
-        parse_tcp_ext(&String::from_utf8_lossy(&out.stdout), counter)
+        let netstat = String::from_utf8_lossy(&out.stdout);
+        parse_pairs(&netstat, "TcpExt:", &[counter])
+            .get(counter)
+            .copied()
+            .unwrap_or_else(|| panic!("no TcpExt counter {counter} in:\n{netstat}"))
     }
 }
 
@@ -123,22 +135,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-/// Reads one `TcpExt:` counter out of /proc/net/netstat's header/value line pairs.
-pub fn parse_tcp_ext(netstat: &str, counter: &str) -> u64 {
-    let lines: Vec<&str> = netstat
-        .lines()
-        .filter(|l| l.starts_with("TcpExt:"))
-        .collect();
-    assert_eq!(lines.len(), 2, "unexpected /proc/net/netstat");
-    let names = lines[0].split_whitespace();
-    let values = lines[1].split_whitespace();
-    names
-        .zip(values)
-        .find(|(name, _)| *name == counter)
-        .map(|(_, value)| value.parse().expect("numeric counter"))
-        .unwrap_or_else(|| panic!("no TcpExt counter {counter}"))
 }
 
 /// Runs a command, failing the test with its output unless it succeeds.
@@ -158,7 +154,7 @@ pub fn run_ok(command: &mut Command) -> Output {
 
 /// What `synscope run` produced.
 pub struct Traced {
-    pub report: Value,
+    pub report: Report,
     /// The traced command's standard output.
     pub stdout: String,
 }
@@ -166,31 +162,46 @@ pub struct Traced {
 impl Traced {
     /// The report's own copy of the namespace's counters over the run.
     pub fn namespace_counter(&self, netns: &Netns, counter: &str) -> u64 {
-        let namespace = self.report["namespaces"]
-            .as_array()
-            .expect("namespaces array")
+        let namespace = self
+            .report
+            .namespaces
             .iter()
-            .find(|n| n["netns"] == netns.inode)
+            .find(|n| n.netns == netns.inode)
             .unwrap_or_else(|| panic!("namespace {} not in the report", netns.inode));
-        namespace["counters"][counter]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no counter {counter} in {namespace:#}"))
+        namespace
+            .counters
+            .get(counter)
+            .copied()
+            .unwrap_or_else(|| panic!("no counter {counter} in {namespace:#?}"))
     }
 
     /// The report's listener for `port` in `netns`; fails the test if absent.
-    pub fn listener(&self, netns: &Netns, port: u16) -> &Value {
-        self.report["listeners"]
-            .as_array()
-            .expect("listeners array")
+    pub fn listener(&self, netns: &Netns, port: u16) -> &ListenerReport {
+        self.report
+            .listeners
             .iter()
-            .find(|l| l["netns"] == netns.inode && l["port"] == port)
+            .find(|l| l.netns == netns.inode && l.port == port)
             .unwrap_or_else(|| {
                 panic!(
-                    "no listener {port} in netns {} in the report:\n{:#}",
+                    "no listener {port} in netns {} in the report:\n{:#?}",
                     netns.inode, self.report
                 )
             })
     }
+
+    /// The hook the report names for `stage`, if it names one.
+    pub fn hook(&self, stage: &str) -> Option<&str> {
+        self.report.hooks.get(stage).map(String::as_str)
+    }
+}
+
+/// A listener's count of connections at each stage, by field name.
+pub fn stage_counts(listener: &ListenerReport) -> [(&'static str, u64); 3] {
+    [
+        ("syn_received", listener.syn_received),
+        ("handshakes", listener.handshakes),
+        ("accepted", listener.accepted),
+    ]
 }
 
 /// Runs `synscope run --format json -- ip netns exec NS sh -c SCRIPT`: a whole script inside
@@ -227,8 +238,8 @@ pub fn final_ack_drop(ports: &[u16]) -> (String, String) {
     (start, "nft delete table inet synscope_test".to_owned())
 }
 
-/// Runs `synscope run --format json [extra] -- sh -c SCRIPT` and returns the parsed report.
-/// The script's failure fails the test.
+/// Runs `synscope run --format json [extra] -- sh -c SCRIPT` and returns the report, checked
+/// against its JSON Schema ([`parse_report`]). The script's failure fails the test.
 pub fn synscope_run(extra_args: &[&str], script: &str) -> Traced {
     let dir = tempdir();
     let report_path = dir.join("report.json");
@@ -242,9 +253,34 @@ pub fn synscope_run(extra_args: &[&str], script: &str) -> Traced {
     let text = std::fs::read_to_string(&report_path).expect("synscope wrote no report");
     let _ = std::fs::remove_dir_all(&dir);
     Traced {
-        report: serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}")),
+        report: parse_report(&text),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
     }
+}
+
+/// Reads a JSON report: it must be JSON, match the report's JSON Schema
+/// (probe-user/schema/report-1.json) and deserialize into [`Report`]; otherwise the test fails
+/// with every violation and the report.
+pub fn parse_report(text: &str) -> Report {
+    static SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+        let schema: Value =
+            serde_json::from_str(JSON_SCHEMA).expect("probe-user/schema/report-1.json is not JSON");
+        jsonschema::draft202012::new(&schema)
+            .expect("probe-user/schema/report-1.json is not a valid draft 2020-12 schema")
+    });
+    let value: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"));
+    let violations: Vec<String> = SCHEMA
+        .iter_errors(&value)
+        .map(|e| format!("  {}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "the report does not match probe-user/schema/report-1.json:\n{}\n{text}",
+        violations.join("\n")
+    );
+    serde_json::from_value(value)
+        .unwrap_or_else(|e| panic!("the report does not deserialize ({e}):\n{text}"))
 }
 
 fn tempdir() -> PathBuf {
@@ -295,15 +331,18 @@ pub fn figure(name: &str, value: f64, tolerance: f64) {
     std::io::Write::write_all(&mut file, line.as_bytes()).expect("write figure");
 }
 
-/// Records fields of a listener (dotted paths) that must be equal between backends.
-pub fn exact_figures(listener: &Value, port: u16, paths: &[&str]) {
+/// Records fields of a listener that must be equal between backends, named by their dotted
+/// path in the JSON report (`drops.listen_overflows`, `syn_to_accept_us.count`): the names the
+/// kernel matrix compares.
+pub fn exact_figures(listener: &ListenerReport, port: u16, paths: &[&str]) {
+    let listener = serde_json::to_value(listener).expect("serialise the listener");
     for path in paths {
-        figure(&format!("{port}.{path}"), num(listener, path), 0.0);
+        figure(&format!("{port}.{path}"), num(&listener, path), 0.0);
     }
 }
 
-/// A numeric field of the report, failing the test if missing.
-pub fn num(value: &Value, path: &str) -> f64 {
+/// A numeric field of a JSON value by dotted path, failing the test if missing or null.
+fn num(value: &Value, path: &str) -> f64 {
     path.split('.')
         .fold(value, |v, key| &v[key])
         .as_f64()

@@ -1,7 +1,7 @@
 //! A server that accepts each connection a known time after it entered the accept queue: the
 //! accept wait must show that time, the handshake must stay far below it.
 
-use synscope_tests::{Netns, exact_figures, figure, num, require_root, scenario, synscope_run};
+use synscope_tests::{Netns, exact_figures, figure, require_root, scenario, synscope_run};
 
 const DELAY_MS: f64 = 50.0;
 const CONNECTIONS: u64 = 20;
@@ -24,26 +24,26 @@ fn accept_wait_matches_a_known_accept_delay() {
     );
     let listener = traced.listener(&netns, 7100);
 
-    assert_eq!(listener["syn_received"], CONNECTIONS, "{listener:#}");
-    assert_eq!(listener["handshakes"], CONNECTIONS, "{listener:#}");
-    assert_eq!(listener["accepted"], CONNECTIONS, "{listener:#}");
-    assert_eq!(listener["accept_wait_us"]["count"], CONNECTIONS);
+    assert_eq!(listener.syn_received, CONNECTIONS, "{listener:#?}");
+    assert_eq!(listener.handshakes, CONNECTIONS, "{listener:#?}");
+    assert_eq!(listener.accepted, CONNECTIONS, "{listener:#?}");
+    assert_eq!(listener.accept_wait_us.count, CONNECTIONS);
 
     // The server sleeps DELAY_MS after poll() reports the connection, so the wait is at least
     // that, plus a wake-up that stays well under 20 ms even on a loaded two-core machine.
-    let accept_p50_ms = num(listener, "accept_wait_us.p50") / 1000.0;
+    let accept_p50_ms = listener.accept_wait_us.p50 / 1000.0;
     assert!(
         (DELAY_MS..DELAY_MS + 20.0).contains(&accept_p50_ms),
         "accept wait p50 {accept_p50_ms} ms, expected {DELAY_MS} ms"
     );
-    let accept_min_ms = num(listener, "accept_wait_us.min") / 1000.0;
+    let accept_min_ms = listener.accept_wait_us.min / 1000.0;
     assert!(
         accept_min_ms >= DELAY_MS * 0.999,
         "accept wait min {accept_min_ms} ms"
     );
 
     // Loopback handshake: tens of microseconds.
-    let handshake_p50 = num(listener, "handshake_us.p50");
+    let handshake_p50 = listener.handshake_us.p50;
     assert!(
         handshake_p50 > 0.0 && handshake_p50 < 1000.0,
         "handshake p50 {handshake_p50} µs"
@@ -52,9 +52,9 @@ fn accept_wait_matches_a_known_accept_delay() {
     // SYN -> accept is the sum of the two stages: per connection it lies between the accept
     // wait and the accept wait plus the longest handshake, so its median does too (within the
     // histogram's 0.1 %).
-    let total = num(listener, "syn_to_accept_us.p50");
-    let parts = num(listener, "accept_wait_us.p50");
-    let longest_handshake = num(listener, "handshake_us.max");
+    let total = listener.syn_to_accept_us.p50;
+    let parts = listener.accept_wait_us.p50;
+    let longest_handshake = listener.handshake_us.max;
     assert!(
         total >= parts * 0.999 && total <= (parts + longest_handshake) * 1.001,
         "SYN->accept p50 {total} µs vs accept wait {parts} µs + handshake max {longest_handshake} µs"
@@ -68,8 +68,11 @@ fn accept_wait_matches_a_known_accept_delay() {
     // Both within [DELAY_MS, DELAY_MS + 20): at most 20 / 70 apart.
     figure("accept_wait_p50_ms", accept_p50_ms, 0.3);
 
-    let acceptor = &listener["acceptors"][0];
-    assert_eq!(acceptor["comm"], "scenario", "{listener:#}");
-    assert_eq!(acceptor["accepted"], CONNECTIONS);
-    assert_eq!(traced.report["lost_events"], 0);
+    let acceptor = listener
+        .acceptors
+        .first()
+        .unwrap_or_else(|| panic!("no acceptor in {listener:#?}"));
+    assert_eq!(acceptor.comm, "scenario", "{listener:#?}");
+    assert_eq!(acceptor.accepted, CONNECTIONS);
+    assert_eq!(traced.report.lost_events, 0);
 }

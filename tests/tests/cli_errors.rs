@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use synscope_tests::{require_root, synscope_bin, unprivileged_synscope};
+use synscope_tests::{parse_report, require_root, synscope_bin, unprivileged_synscope};
 
 fn stderr_of(command: &mut Command) -> (i32, String) {
     let output = command.output().expect("run synscope");
@@ -68,8 +68,11 @@ fn a_forced_hook_kind_is_used_or_refused_with_the_stage_named() {
             .expect("run synscope");
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.success() {
-            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            let syn = report["hooks"]["syn"].as_str().unwrap();
+            let report = parse_report(&String::from_utf8_lossy(&output.stdout));
+            let syn = report
+                .hooks
+                .get("syn")
+                .unwrap_or_else(|| panic!("no syn hook in {report:#?}"));
             let expected = if kind == "tracepoint" { "tp_btf" } else { kind };
             assert!(syn.starts_with(expected), "--hooks {kind} used {syn}");
         } else {

@@ -1,7 +1,7 @@
 //! Every connection counted once at each stage, with concurrent clients.
 
 use synscope_tests::{
-    Netns, exact_figures, expected_syn_hook, require_root, scenario, synscope_run,
+    Netns, exact_figures, expected_syn_hook, require_root, scenario, stage_counts, synscope_run,
 };
 
 #[test]
@@ -21,11 +21,15 @@ fn n_connections_give_exactly_n_at_every_stage() {
         ),
     );
     let listener = traced.listener(&netns, 7200);
-    for field in ["syn_received", "handshakes", "accepted"] {
-        assert_eq!(listener[field], 500, "{field} in {listener:#}");
+    for (field, count) in stage_counts(listener) {
+        assert_eq!(count, 500, "{field} in {listener:#?}");
     }
-    for dist in ["handshake_us", "accept_wait_us", "syn_to_accept_us"] {
-        assert_eq!(listener[dist]["count"], 500, "{dist} in {listener:#}");
+    for (dist, summary) in [
+        ("handshake_us", &listener.handshake_us),
+        ("accept_wait_us", &listener.accept_wait_us),
+        ("syn_to_accept_us", &listener.syn_to_accept_us),
+    ] {
+        assert_eq!(summary.count, 500, "{dist} in {listener:#?}");
     }
     exact_figures(
         listener,
@@ -37,10 +41,10 @@ fn n_connections_give_exactly_n_at_every_stage() {
             "syn_to_accept_us.count",
         ],
     );
-    assert_eq!(listener["addr"], "127.0.0.1");
-    assert_eq!(traced.report["lost_events"], 0);
-    assert_eq!(traced.report["schema"], 1);
-    let syn_hook = traced.report["hooks"]["syn"].as_str().unwrap_or_default();
+    assert_eq!(listener.addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(traced.report.lost_events, 0);
+    assert_eq!(traced.report.schema, 1);
+    let syn_hook = traced.hook("syn").unwrap_or_default();
     assert!(
         syn_hook.starts_with(expected_syn_hook()) && !syn_hook.is_empty(),
         "{syn_hook}"
@@ -57,12 +61,7 @@ fn port_filter_leaves_other_ports_out() {
         scenario!(&netns, "--listen", "127.0.0.1:7202", "--connections", "10"),
     );
     let traced = synscope_run(&["--port", "7202"], &script);
-    assert_eq!(traced.listener(&netns, 7202)["accepted"], 10);
-    let ports: Vec<_> = traced.report["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["port"].clone())
-        .collect();
+    assert_eq!(traced.listener(&netns, 7202).accepted, 10);
+    let ports: Vec<u16> = traced.report.listeners.iter().map(|l| l.port).collect();
     assert_eq!(ports, [7202], "only the filtered port is reported");
 }

@@ -2,6 +2,7 @@
 //! that get different amounts: synscope's per-port figures must add up to the namespace's own
 //! counters (read by the test itself before and after), and be told apart per port.
 
+use synscope::report::Drops;
 use synscope_tests::{
     Netns, Traced, exact_figures, final_ack_drop, netns_sysctl, require_root, synscope_run_in,
 };
@@ -25,12 +26,13 @@ fn trace_with_counters(netns: &Netns, script: &str, counters: &[&str]) -> (Trace
     (traced, deltas)
 }
 
-fn drops(traced: &Traced, netns: &Netns, port: u16, field: &str) -> u64 {
+/// A drop figure of a listener whose drops are exact (`|d| d.listen_overflows`); fails the
+/// test if the figure is null.
+fn drops(traced: &Traced, netns: &Netns, port: u16, field: fn(&Drops) -> Option<u64>) -> u64 {
     let listener = traced.listener(netns, port);
-    assert_eq!(listener["drops"]["attribution"], "exact", "{listener:#}");
-    listener["drops"][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no drops.{field} in {listener:#}"))
+    assert_eq!(listener.drops.attribution, "exact", "{listener:#?}");
+    field(&listener.drops)
+        .unwrap_or_else(|| panic!("a drops figure of port {port} is null in {listener:#?}"))
 }
 
 /// A server that accepts nothing for the whole run.
@@ -66,8 +68,8 @@ fn accept_queue_overflow_at_syn_time_on_two_ports() {
     let (traced, deltas) =
         trace_with_counters(&netns, &script, &["ListenOverflows", "ListenDrops"]);
     let (a, b) = (
-        drops(&traced, &netns, 7601, "listen_overflows"),
-        drops(&traced, &netns, 7602, "listen_overflows"),
+        drops(&traced, &netns, 7601, |d| d.listen_overflows),
+        drops(&traced, &netns, 7602, |d| d.listen_overflows),
     );
     assert!(a > 0 && b > a, "overflows {a} and {b}");
     assert_eq!(
@@ -75,17 +77,17 @@ fn accept_queue_overflow_at_syn_time_on_two_ports() {
         deltas[0],
         "per-port overflows against ListenOverflows"
     );
-    let all =
-        drops(&traced, &netns, 7601, "listen_drops") + drops(&traced, &netns, 7602, "listen_drops");
+    let all = drops(&traced, &netns, 7601, |d| d.listen_drops)
+        + drops(&traced, &netns, 7602, |d| d.listen_drops);
     assert_eq!(all, deltas[1], "per-port drops against ListenDrops");
     for port in [7601, 7602] {
         let listener = traced.listener(&netns, port);
-        assert_eq!(listener["backlog"], 2, "{listener:#}");
+        assert_eq!(listener.backlog, Some(2), "{listener:#?}");
         // The queue holds backlog + 1; final ACKs handled at once on several CPUs can each
         // pass the kernel's fullness check, so it may hold one more.
-        let queued = listener["accept_queue_max"].as_u64().unwrap();
-        assert!((3..=4).contains(&queued), "{listener:#}");
-        assert_eq!(listener["handshakes"], queued, "{listener:#}");
+        let queued = u64::from(listener.accept_queue_max.unwrap());
+        assert!((3..=4).contains(&queued), "{listener:#?}");
+        assert_eq!(listener.handshakes, queued, "{listener:#?}");
     }
 }
 
@@ -116,12 +118,12 @@ fn final_ack_overflow_script() -> String {
 /// discards are told from its listen drops. Where neither, a final-ACK overflow counts twice
 /// on the socket, and the report must say it is not exact.
 fn sees_listener_discards(traced: &Traced, netns: &Netns, ports: &[u16]) -> bool {
-    if drops_are_events(traced) || traced.report["hooks"]["listener_discards"] != "unavailable" {
+    if drops_are_events(traced) || traced.hook("listener_discards") != Some("unavailable") {
         return true;
     }
     for &port in ports {
         let listener = traced.listener(netns, port);
-        assert_ne!(listener["drops"]["attribution"], "exact", "{listener:#}");
+        assert_ne!(listener.drops.attribution, "exact", "{listener:#?}");
     }
     false
 }
@@ -130,9 +132,9 @@ fn sees_listener_discards(traced: &Traced, netns: &Netns, ports: &[u16]) -> bool
 /// listener's overflows, all of which happened at the final ACK in these scenarios.
 fn ack_overflows(traced: &Traced, netns: &Netns, port: u16) -> u64 {
     let listener = traced.listener(netns, port);
-    match listener["drops"]["listen_overflows_at_ack"].as_u64() {
+    match listener.drops.listen_overflows_at_ack {
         Some(at_ack) => at_ack,
-        None => drops(traced, netns, port, "listen_overflows"),
+        None => drops(traced, netns, port, |d| d.listen_overflows),
     }
 }
 
@@ -160,8 +162,11 @@ fn final_ack_overflow_is_counted_per_event() {
             at_ack >= pending,
             "port {port}: {at_ack} final-ACK overflows"
         );
-        assert_eq!(drops(&traced, &netns, port, "listen_overflows"), at_ack);
-        assert_eq!(traced.listener(&netns, port)["synack_retransmits"], pending);
+        assert_eq!(drops(&traced, &netns, port, |d| d.listen_overflows), at_ack);
+        assert_eq!(
+            traced.listener(&netns, port).synack_retransmits,
+            Some(pending)
+        );
         total += at_ack;
     }
     assert_eq!(
@@ -181,10 +186,15 @@ fn final_ack_overflow_with_abort_on_overflow_resets_each_once() {
         &["ListenOverflows", "EmbryonicRsts"],
     );
     assert_eq!(deltas, [5, 5]);
-    let namespace = &traced.report["namespaces"][0];
+    let namespace = traced
+        .report
+        .namespaces
+        .first()
+        .expect("a namespace in the report");
     assert_eq!(
-        namespace["sysctls"]["tcp_abort_on_overflow"], 1,
-        "{namespace:#}"
+        namespace.sysctls.tcp_abort_on_overflow,
+        Some(1),
+        "{namespace:#?}"
     );
     if !sees_listener_discards(&traced, &netns, &[7611, 7612]) {
         return;
@@ -192,7 +202,10 @@ fn final_ack_overflow_with_abort_on_overflow_resets_each_once() {
     for (port, pending) in [(7611, 3), (7612, 2)] {
         // The first overflowing ACK is answered with a reset and the handshake is gone.
         assert_eq!(ack_overflows(&traced, &netns, port), pending);
-        assert_eq!(drops(&traced, &netns, port, "listen_overflows"), pending);
+        assert_eq!(
+            drops(&traced, &netns, port, |d| d.listen_overflows),
+            pending
+        );
         exact_figures(
             traced.listener(&netns, port),
             port,
@@ -223,13 +236,13 @@ fn syn_queue_full_with_syncookies_off() {
     let (traced, deltas) =
         trace_with_counters(&netns, &script, &["TCPReqQFullDrop", "ListenOverflows"]);
     let (a, b) = (
-        drops(&traced, &netns, 7621, "syn_queue_full"),
-        drops(&traced, &netns, 7622, "syn_queue_full"),
+        drops(&traced, &netns, 7621, |d| d.syn_queue_full),
+        drops(&traced, &netns, 7622, |d| d.syn_queue_full),
     );
     assert!(b > 0 && a > b, "SYN-queue drops {a} and {b}");
     assert_eq!(a + b, deltas[0], "per-port drops against TCPReqQFullDrop");
     assert_eq!(deltas[1], 0);
-    assert_eq!(drops(&traced, &netns, 7621, "listen_overflows"), 0);
+    assert_eq!(drops(&traced, &netns, 7621, |d| d.listen_overflows), 0);
 }
 
 #[test]
@@ -245,8 +258,12 @@ fn syncookies_sent_when_forced() {
         trace_with_counters(&netns, &script, &["SyncookiesSent", "SyncookiesRecv"]);
     for (port, expected) in [(7631, 10), (7632, 25)] {
         let listener = traced.listener(&netns, port);
-        assert_eq!(listener["syncookies_sent"], expected, "{listener:#}");
-        assert_eq!(listener["accepted"], expected, "{listener:#}");
+        assert_eq!(
+            listener.cookies.syncookies_sent,
+            Some(expected),
+            "{listener:#?}"
+        );
+        assert_eq!(listener.accepted, expected, "{listener:#?}");
         exact_figures(listener, port, &["syncookies_sent", "accepted"]);
     }
     assert_eq!(deltas, [35, 35]);
@@ -254,7 +271,7 @@ fn syncookies_sent_when_forced() {
 
 /// Whether every listen drop and SYN cookie is an event here (fentry and kprobe backends).
 fn drops_are_events(traced: &Traced) -> bool {
-    traced.report["hooks"]["listen_drops"] != "unavailable"
+    traced.hook("listen_drops") != Some("unavailable")
 }
 
 #[test]
@@ -286,27 +303,25 @@ fn both_kinds_of_syn_time_drop_told_apart_per_port() {
         // split is not guessed.
         for port in [7641, 7642] {
             let listener = traced.listener(&netns, port);
-            let attribution = listener["drops"]["attribution"]
-                .as_str()
-                .unwrap_or_default();
-            assert!(attribution.starts_with("ambiguous"), "{listener:#}");
             assert!(
-                listener["drops"]["listen_overflows"].is_null(),
-                "{listener:#}"
+                listener.drops.attribution.starts_with("ambiguous"),
+                "{listener:#?}"
             );
+            assert!(listener.drops.listen_overflows.is_none(), "{listener:#?}");
         }
         return;
     }
-    let field = |port, name| drops(&traced, &netns, port, name);
-    assert!(field(7641, "listen_overflows") > 0);
-    assert_eq!(field(7642, "listen_overflows"), 0);
-    assert!(field(7642, "syn_queue_full") > 0);
-    let sum = |name| field(7641, name) + field(7642, name);
+    type Figure = fn(&Drops) -> Option<u64>;
+    let field = |port, figure: Figure| drops(&traced, &netns, port, figure);
+    assert!(field(7641, |d| d.listen_overflows) > 0);
+    assert_eq!(field(7642, |d| d.listen_overflows), 0);
+    assert!(field(7642, |d| d.syn_queue_full) > 0);
+    let sum = |figure: Figure| field(7641, figure) + field(7642, figure);
     assert_eq!(
         [
-            sum("listen_overflows"),
-            sum("syn_queue_full"),
-            sum("listen_drops")
+            sum(|d| d.listen_overflows),
+            sum(|d| d.syn_queue_full),
+            sum(|d| d.listen_drops)
         ],
         [deltas[0], deltas[1], deltas[2]],
         "per-port drops against the namespace's counters"
@@ -332,7 +347,7 @@ fn syncookies_per_port_when_syn_queues_fill() {
     ]
     .join("\n");
     let (traced, deltas) = trace_with_counters(&netns, &script, &["SyncookiesSent"]);
-    let sent = |port| traced.listener(&netns, port)["syncookies_sent"].as_u64();
+    let sent = |port| traced.listener(&netns, port).cookies.syncookies_sent;
     if !drops_are_events(&traced) {
         // Two listeners received SYNs: the namespace's counter cannot be split.
         assert_eq!((sent(7651), sent(7652)), (None, None));
@@ -362,10 +377,10 @@ fn synack_retransmits_show_in_the_handshake_time() {
     let (traced, deltas) = trace_with_counters(&netns, &script, &["TCPSynRetrans"]);
     for (port, clients) in [(7641, 4), (7642, 7)] {
         let listener = traced.listener(&netns, port);
-        assert_eq!(listener["synack_retransmits"], clients, "{listener:#}");
-        assert_eq!(listener["handshakes"], clients, "{listener:#}");
+        assert_eq!(listener.synack_retransmits, Some(clients), "{listener:#?}");
+        assert_eq!(listener.handshakes, clients, "{listener:#?}");
         exact_figures(listener, port, &["synack_retransmits", "handshakes"]);
-        let p50_s = listener["handshake_us"]["p50"].as_f64().unwrap() / 1e6;
+        let p50_s = listener.handshake_us.p50 / 1e6;
         assert!(
             (1.0..1.5).contains(&p50_s),
             "handshake p50 {p50_s} s, expected the 1 s RTO"

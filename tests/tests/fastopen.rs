@@ -3,7 +3,7 @@
 //! Open where a hook sees it (fentry, kprobes).
 
 use synscope_tests::{
-    Netns, exact_figures, netns_sysctl, num, require_root, scenario, synscope_run,
+    Netns, exact_figures, netns_sysctl, require_root, scenario, stage_counts, synscope_run,
 };
 
 #[test]
@@ -30,21 +30,18 @@ fn fast_open_connections_are_measured() {
     let passive = netns.tcp_ext("TCPFastOpenPassive") - before;
     assert_eq!(passive, 20, "the kernel's count of Fast Open connections");
     let listener = traced.listener(&netns, 7701);
-    for field in ["syn_received", "handshakes", "accepted"] {
-        assert_eq!(listener[field], 20, "{field} in {listener:#}");
+    for (field, count) in stage_counts(listener) {
+        assert_eq!(count, 20, "{field} in {listener:#?}");
     }
-    assert_eq!(listener["syn_to_accept_us"]["count"], 20, "{listener:#}");
-    assert!(
-        num(listener, "syn_to_accept_us.p50") >= 10_000.0,
-        "{listener:#}"
-    );
+    assert_eq!(listener.syn_to_accept_us.count, 20, "{listener:#?}");
+    assert!(listener.syn_to_accept_us.p50 >= 10_000.0, "{listener:#?}");
     exact_figures(
         listener,
         7701,
         &["handshakes", "accepted", "syn_to_accept_us.count"],
     );
-    match traced.report["hooks"]["listen_drops"].as_str() {
-        Some("unavailable") => assert!(listener["fastopen"].is_null(), "{listener:#}"),
-        _ => assert_eq!(listener["fastopen"], passive, "{listener:#}"),
+    match traced.hook("listen_drops") {
+        Some("unavailable") => assert!(listener.fastopen.is_none(), "{listener:#?}"),
+        _ => assert_eq!(listener.fastopen, Some(passive), "{listener:#?}"),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use synscope_tests::{require_root, run_ok, synscope_bin};
+use synscope_tests::{parse_report, require_root, run_ok, synscope_bin};
 
 /// Expected prefix of each stage's hook per backend; `None`: the stage is left out.
 fn expected(backend: &str, stage: &str) -> Option<&'static str> {
@@ -33,8 +33,8 @@ fn a_forced_backend_is_used_by_every_stage_that_offers_it() {
         "--format",
         "json",
     ]));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let hooks = report["hooks"].as_object().expect("hooks object");
+    let report = parse_report(&String::from_utf8_lossy(&output.stdout));
+    let hooks = &report.hooks;
     let stages = [
         "syn",
         "handshake",
@@ -46,7 +46,10 @@ fn a_forced_backend_is_used_by_every_stage_that_offers_it() {
     ];
     assert_eq!(hooks.len(), stages.len(), "{hooks:#?}");
     for stage in stages {
-        let hook = hooks[stage].as_str().expect("hook name");
+        let hook = hooks
+            .get(stage)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no hook for {stage}: {hooks:#?}"));
         // Tracepoints that older kernels lack: kfree_skb's receiving socket (6.11),
         // sk_data_ready (6.6).
         let optional = matches!(stage, "listener_discards" | "queues");

@@ -6,7 +6,8 @@
 
 use std::{fs, process::Command};
 
-use synscope_tests::{Netns, require_root, synscope_run};
+use synscope::host::counters::parse_pairs;
+use synscope_tests::{Netns, require_root, stage_counts, synscope_run};
 
 const REQUESTS: u64 = 2000;
 const CONCURRENCY: u64 = 20;
@@ -79,32 +80,24 @@ http {{
     );
 
     let listener = traced.listener(&netns, 7500);
-    for field in ["syn_received", "handshakes", "accepted"] {
-        assert_eq!(listener[field], passive_opens, "{field} in {listener:#}");
+    for (field, count) in stage_counts(listener) {
+        assert_eq!(count, passive_opens, "{field} in {listener:#?}");
     }
     assert_eq!(
-        listener["syn_to_accept_us"]["count"], passive_opens,
-        "{listener:#}"
+        listener.syn_to_accept_us.count, passive_opens,
+        "{listener:#?}"
     );
     assert!(
-        listener["acceptors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["comm"] == "nginx"),
-        "{listener:#}"
+        listener.acceptors.iter().all(|a| a.comm == "nginx"),
+        "{listener:#?}"
     );
-    assert_eq!(traced.report["lost_events"], 0);
+    assert_eq!(traced.report.lost_events, 0);
 }
 
 /// A `Tcp:` counter from /proc/net/snmp's header/value line pair in `text`.
 fn tcp_snmp(text: &str, counter: &str) -> u64 {
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Tcp:")).collect();
-    assert_eq!(lines.len(), 2, "no Tcp: lines in:\n{text}");
-    lines[0]
-        .split_whitespace()
-        .zip(lines[1].split_whitespace())
-        .find(|(name, _)| *name == counter)
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or_else(|| panic!("no Tcp counter {counter}"))
+    parse_pairs(text, "Tcp:", &[counter])
+        .get(counter)
+        .copied()
+        .unwrap_or_else(|| panic!("no Tcp counter {counter} in:\n{text}"))
 }

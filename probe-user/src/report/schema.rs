@@ -1,13 +1,18 @@
 //! Every type of the JSON report (schema 1), in one place: the report is a public interface
-//! (see the README and `schema/report-1.json`); fields may be added, never renamed or removed
-//! without bumping [`SCHEMA`]. The same types deserialize, so tests and other programs read a
-//! report back typed.
+//! (see the README, and its JSON Schema `probe-user/schema/report-1.json`, [`JSON_SCHEMA`]);
+//! fields may be added, never renamed or removed without bumping [`SCHEMA`]. A field added or
+//! changed here is added or changed in that file too: the tests validate reports against it.
+//! The same types deserialize, so tests and other programs read a report back typed.
 
 use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: u32 = 1;
+
+/// The JSON Schema (draft 2020-12) of report schema [`SCHEMA`]:
+/// `probe-user/schema/report-1.json`.
+pub const JSON_SCHEMA: &str = include_str!("../../schema/report-1.json");
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
