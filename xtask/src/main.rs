@@ -7,6 +7,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
+    time::Instant,
 };
 
 mod bench;
@@ -32,7 +33,8 @@ enum Task {
     Demo,
     /// Measure what tracing costs a loopback connect/accept loop (as root).
     Bench,
-    /// The integration tests on Debian's 6.1 and 6.12 kernels under QEMU, per backend.
+    /// The integration tests per backend: natively on this kernel, and on Debian's 5.10, 6.1
+    /// and 6.12 kernels under QEMU.
     VmTest(vm::Selection),
 }
 
@@ -50,38 +52,49 @@ fn run(task: Task) -> anyhow::Result<()> {
     let root = workspace_root();
     match task {
         Task::Test => {
-            cargo(&root, &["fmt", "--all", "--check"])?;
+            let started = Instant::now();
+            step("format", || cargo(&root, &["fmt", "--all", "--check"]))?;
             // The default members are the host crates; the eBPF crate is linted for its target.
-            cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
-            cargo_bootstrap(
-                &root,
-                &[
-                    "clippy",
-                    "--package",
-                    "probe-ebpf",
-                    "--release",
-                    "--target",
-                    "bpfel-unknown-none",
-                    "-Z",
-                    "build-std=core",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            )?;
-            cargo(&root, &["build", "--package", "probe-user"])?;
-            // One test at a time: the privileged tests time real latencies on a small machine.
-            let (passed, failed) = cargo_test(&root, &["test", "--", "--test-threads=1"])?;
-            // The same integration tests on the other kernels of the matrix.
-            let matrix = vm::run(&root, &vm::Selection::default());
+            step("lint", || {
+                cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+                cargo_bootstrap(
+                    &root,
+                    &[
+                        "clippy",
+                        "--package",
+                        "probe-ebpf",
+                        "--release",
+                        "--target",
+                        "bpfel-unknown-none",
+                        "-Z",
+                        "build-std=core",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                )
+            })?;
+            // Unit tests only: the integration tests run once per backend in the matrix, on
+            // this kernel natively and on the others under QEMU.
+            let (unit_passed, unit_failed) = step("unit tests", || {
+                cargo_test(&root, &["test", "--lib", "--bins"])
+            })?;
+            let matrix = step("kernel matrix", || {
+                vm::run(&root, &vm::Selection::default())
+            });
+            let tally = matrix.as_ref().copied().unwrap_or_default();
+            println!("xtask test: {} s in all", started.elapsed().as_secs());
+            let (passed, failed) = (unit_passed + tally.passed, unit_failed + tally.failed);
             println!("tests: {passed} passed, {failed} failed");
-            if failed > 0 {
-                bail!("{failed} tests failed");
+            if unit_failed > 0 {
+                bail!("{unit_failed} unit tests failed");
             }
             matrix?;
         }
         Task::Bench => bench::run(&root)?,
-        Task::VmTest(selection) => vm::run(&root, &selection)?,
+        Task::VmTest(selection) => {
+            vm::run(&root, &selection)?;
+        }
         Task::Demo => {
             cargo(&root, &["build", "--release", "--package", "probe-user"])?;
             let status = Command::new(root.join("target/release/synscope"))
@@ -94,6 +107,19 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs one part of a task and prints how long it took.
+fn step<T>(name: &str, part: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let started = Instant::now();
+    println!("xtask: {name}...");
+    let result = part();
+    let verdict = if result.is_ok() { "done" } else { "FAILED" };
+    println!(
+        "xtask: {name} {verdict} in {} s",
+        started.elapsed().as_secs()
+    );
+    result
 }
 
 pub fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {

@@ -9,9 +9,10 @@
 use std::{
     collections::BTreeSet,
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow, bail};
@@ -21,18 +22,39 @@ use crate::{
     figures::Figures,
 };
 
-/// Debian kernel packages: the newest matching each pattern.
-const KERNELS: [&str; 2] = [
-    "linux-image-6.1.0-*-cloud-amd64-unsigned",
-    "linux-image-6.12.*+deb12-cloud-amd64-unsigned",
+/// Debian kernel packages: the newest matching each pattern, oldest kernel first.
+const KERNELS: [KernelPackage; 3] = [
+    // Debian 11's long-term kernel, from bullseye through a private apt configuration.
+    KernelPackage {
+        pattern: "linux-image-5.10.0-*-cloud-amd64-unsigned",
+        bullseye: true,
+    },
+    KernelPackage {
+        pattern: "linux-image-6.1.0-*-cloud-amd64-unsigned",
+        bullseye: false,
+    },
+    KernelPackage {
+        pattern: "linux-image-6.12.*+deb12-cloud-amd64-unsigned",
+        bullseye: false,
+    },
 ];
+
+struct KernelPackage {
+    pattern: &'static str,
+    /// From Debian 11 (bullseye), which the machine's own apt sources do not list.
+    bullseye: bool,
+}
 const BACKENDS: &str = "fentry,kprobe,tracepoint";
 /// Host programs the tests run, copied into the VM with their libraries.
 const HOST_TOOLS: [&str; 6] = ["ip", "ss", "nft", "nginx", "ab", "setpriv"];
 /// Modules the VM has no modprobe to load on demand: sock_diag for TCP (listening sockets'
 /// queues and drop counters) and nftables (the drop scenarios).
 const MODULES: [&str; 3] = ["inet_diag", "tcp_diag", "nf_tables"];
-const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+/// Each cell (one kernel, one backend: the whole integration suite) must finish within this;
+/// the cells print their durations so the margin stays visible.
+const CELL_LIMIT: Duration = Duration::from_secs(12 * 60);
+/// Booting, loading modules and powering off, beside the cells.
+const VM_OVERHEAD: Duration = Duration::from_secs(3 * 60);
 
 /// Parts of the matrix to run, for working on one cell.
 #[derive(Debug, clap::Args)]
@@ -58,7 +80,35 @@ impl Default for Selection {
     }
 }
 
-pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
+/// Scenarios passed and failed over every cell that ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Adds a cell's verdict: "... (N scenarios passed, M failed) ...".
+    fn add(&mut self, verdict: &str) {
+        let words: Vec<&str> = verdict
+            .split(|c: char| c.is_whitespace() || "(),".contains(c))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let number_before = |label: &str| {
+            words
+                .windows(2)
+                .find(|pair| pair[1] == label)
+                .and_then(|pair| pair[0].parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        self.passed += number_before("scenarios");
+        self.failed += number_before("failed");
+    }
+}
+
+/// Runs the selected cells; an error means a cell failed, did not finish, or backends disagree.
+pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
+    let started = Instant::now();
     let work = root.join("target/vm");
     fs::create_dir_all(&work)?;
     for tool in ["qemu-system-x86_64", "busybox", "cpio", "gzip"] {
@@ -91,60 +141,85 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<()> {
 
     // The host kernel's cells run natively: its image is not at hand to boot.
     let mut failed = false;
+    let mut tally = Tally::default();
     let mut figures = Figures::default();
     if selection.kernel.as_deref().is_none_or(|k| k == "host") {
-        failed |= host_cells(&work, &synscope, &tests, &selection.backends, &mut figures)?;
+        failed |= host_cells(
+            &work,
+            &synscope,
+            &tests,
+            &selection.backends,
+            &mut figures,
+            &mut tally,
+        )?;
     }
-    let patterns = KERNELS.iter().filter(|p| {
+    let packages = KERNELS.iter().filter(|p| {
         selection
             .kernel
             .as_ref()
-            .is_none_or(|k| p.contains(k.as_str()))
+            .is_none_or(|k| p.pattern.contains(k.as_str()))
     });
-    for pattern in patterns {
-        let kernel = fetch_kernel(&work, pattern)?;
+    for package in packages {
+        let kernel = fetch_kernel(&work, package)?;
         let initrd = build_initramfs(&work, &kernel, &payload, &tests)?;
-        let output = boot(&kernel.vmlinuz, &initrd, &synscope, &selection.backends)?;
-        // The console may put terminal escapes before a line's start.
-        let lines: Vec<&str> = output
-            .lines()
-            .filter_map(|l| {
-                ["VMTEST", "VMFAIL", "VMLOG", "VMFIG"]
-                    .iter()
-                    .find_map(|tag| l.find(tag).map(|at| &l[at..]))
-            })
-            .collect();
-        let verdicts: Vec<&&str> = lines.iter().filter(|l| l.starts_with("VMTEST")).collect();
-        if verdicts.is_empty() {
+        let backends = selection.backends.split(',').count() as u32;
+        let limit = CELL_LIMIT * backends + VM_OVERHEAD;
+        let vm_started = Instant::now();
+        let mut verdicts = 0;
+        let finished = boot(
+            &kernel.vmlinuz,
+            &initrd,
+            &synscope,
+            &selection.backends,
+            limit,
+            |line| {
+                if let Some(recorded) = line.strip_prefix("VMFIG ") {
+                    // release backend name value tolerance
+                    let mut fields = recorded.splitn(3, ' ');
+                    if let (Some(release), Some(backend), Some(rest)) =
+                        (fields.next(), fields.next(), fields.next())
+                    {
+                        figures.add(release, backend, rest);
+                    }
+                } else if let Some(verdict) = line.strip_prefix("VMTEST ") {
+                    println!("{verdict}");
+                    verdicts += 1;
+                    tally.add(verdict);
+                    failed |= !verdict.contains(" PASS ") && !verdict.contains(" UNSUPPORTED ");
+                } else {
+                    println!("  {line}");
+                }
+            },
+        )?;
+        if !finished {
             println!(
-                "{}  no result: {}",
+                "{} did not finish within {} s: the cells above are all that ran",
                 kernel.release,
-                output.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                limit.as_secs()
             );
             failed = true;
         }
-        for line in lines {
-            if let Some(recorded) = line.strip_prefix("VMFIG ") {
-                // release backend name value tolerance
-                let mut fields = recorded.splitn(3, ' ');
-                if let (Some(release), Some(backend), Some(rest)) =
-                    (fields.next(), fields.next(), fields.next())
-                {
-                    figures.add(release, backend, rest);
-                }
-            } else if let Some(verdict) = line.strip_prefix("VMTEST ") {
-                println!("{verdict}");
-                failed |= verdict.contains(" FAIL ");
-            } else {
-                println!("  {line}");
-            }
+        if verdicts == 0 {
+            println!("{}: no result from the VM", kernel.release);
+            failed = true;
         }
+        println!(
+            "{}: VM done in {} s",
+            kernel.release,
+            vm_started.elapsed().as_secs()
+        );
     }
     failed |= !figures.compare();
+    println!(
+        "kernel matrix: {} scenarios passed, {} failed, in {} s",
+        tally.passed,
+        tally.failed,
+        started.elapsed().as_secs()
+    );
     if failed {
         bail!("the kernel matrix has failures");
     }
-    Ok(())
+    Ok(tally)
 }
 
 /// The matrix cells of the running kernel: the same tests, natively, per backend.
@@ -154,6 +229,7 @@ fn host_cells(
     tests: &[PathBuf],
     backends: &str,
     figures: &mut Figures,
+    tally: &mut Tally,
 ) -> anyhow::Result<bool> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")?
         .trim()
@@ -173,10 +249,14 @@ fn host_cells(
             continue;
         }
         let (mut passed, mut failures) = (0, 0);
+        let cell_started = Instant::now();
         let figure_file = work.join(format!("figures.host.{backend}"));
         let _ = fs::remove_file(&figure_file);
         for test in tests {
-            let out = Command::new(test)
+            let remaining = CELL_LIMIT.saturating_sub(cell_started.elapsed());
+            let out = Command::new("timeout")
+                .arg(remaining.as_secs().max(1).to_string())
+                .arg(test)
                 .arg("--test-threads=1")
                 .env("SYNSCOPE_HOOKS", backend)
                 .env("SYNSCOPE_FIGURES", &figure_file)
@@ -201,8 +281,12 @@ fn host_cells(
         }
         let verdict = if failures == 0 { "PASS" } else { "FAIL" };
         println!(
-            "{release} {backend} {verdict} ({passed} scenarios passed, {failures} failed) (host)"
+            "{release} {backend} {verdict} ({passed} scenarios passed, {failures} failed) in {} s of {} s (host)",
+            cell_started.elapsed().as_secs(),
+            CELL_LIMIT.as_secs()
         );
+        tally.passed += passed;
+        tally.failed += failures;
         failed |= failures > 0;
     }
     Ok(failed)
@@ -214,7 +298,13 @@ struct Kernel {
     modules: PathBuf,
 }
 
-fn fetch_kernel(work: &Path, pattern: &str) -> anyhow::Result<Kernel> {
+fn fetch_kernel(work: &Path, package: &KernelPackage) -> anyhow::Result<Kernel> {
+    let pattern = package.pattern;
+    let apt_options = if package.bullseye {
+        bullseye_apt(work)?
+    } else {
+        Vec::new()
+    };
     let regex = format!(
         "^{}$",
         pattern
@@ -222,31 +312,27 @@ fn fetch_kernel(work: &Path, pattern: &str) -> anyhow::Result<Kernel> {
             .replace('*', ".*")
             .replace('+', "\\+")
     );
-    let search = output(Command::new("apt-cache").args(["search", "--names-only", &regex]))?;
+    let search = output(Command::new("apt-cache").args(&apt_options).args([
+        "search",
+        "--names-only",
+        &regex,
+    ]))?;
     let mut names: Vec<&str> = search.lines().filter_map(|l| l.split(' ').next()).collect();
     names.sort_by_key(|name| version_key(name));
-    let package = names
-        .last()
-        .ok_or_else(|| anyhow!("no package matches {pattern} (apt-get update?)"))?;
-    let extract = work.join(package);
-    if !extract.join("boot").is_dir() {
-        let download = work.join("download");
-        fs::create_dir_all(&download)?;
-        check(
-            Command::new("apt-get")
-                .args(["download", package])
-                .current_dir(&download),
-        )?;
-        let deb = fs::read_dir(&download)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-            })
-            .ok_or_else(|| anyhow!("apt-get download left no {package}"))?;
-        check(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extract))?;
+    if names.is_empty() {
+        bail!("no package matches {pattern} (apt-get update?)");
     }
+    // The newest that the mirror serves: an index can name a package its pool no longer has.
+    let mut chosen = None;
+    for package in names.iter().rev() {
+        let extract = work.join(package);
+        if extract.join("boot").is_dir() || download_kernel(work, package, &apt_options, &extract) {
+            chosen = Some((package.to_string(), extract));
+            break;
+        }
+    }
+    let (package, extract) =
+        chosen.ok_or_else(|| anyhow!("no package matching {pattern} could be downloaded"))?;
     let vmlinuz = fs::read_dir(extract.join("boot"))?
         .flatten()
         .map(|e| e.path())
@@ -275,6 +361,120 @@ fn fetch_kernel(work: &Path, pattern: &str) -> anyhow::Result<Kernel> {
         vmlinuz,
         release,
     })
+}
+
+/// Downloads and unpacks one kernel package; false (with the reason printed) if it cannot.
+fn download_kernel(work: &Path, package: &str, apt_options: &[String], extract: &Path) -> bool {
+    let download = work.join("download");
+    let unpacked = fs::create_dir_all(&download)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            check(
+                Command::new("apt-get")
+                    .args(apt_options)
+                    .args(["download", package])
+                    .current_dir(&download),
+            )
+        })
+        .and_then(|()| {
+            let deb = fs::read_dir(&download)?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+                })
+                .ok_or_else(|| anyhow!("apt-get download left no {package}"))?;
+            check(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(extract))
+        });
+    match unpacked {
+        Ok(()) => true,
+        Err(e) => {
+            let why = format!("{e:#}");
+            println!(
+                "{package}: not available ({}), trying an older one",
+                why.lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or_default()
+            );
+            false
+        }
+    }
+}
+
+/// apt options that reach Debian 11 (bullseye and bullseye-security) without touching the
+/// machine's own sources: a private sources list on the machine's own Debian mirrors, and
+/// private lists and cache, updated once.
+fn bullseye_apt(work: &Path) -> anyhow::Result<Vec<String>> {
+    let dir = work.join("apt-bullseye");
+    let lists = dir.join("lists");
+    let cache = dir.join("cache");
+    fs::create_dir_all(lists.join("partial"))?;
+    fs::create_dir_all(cache.join("archives/partial"))?;
+    let sources = dir.join("sources.list");
+    let options = vec![
+        "-o".to_owned(),
+        format!("Dir::Etc::sourcelist={}", sources.display()),
+        "-o".to_owned(),
+        "Dir::Etc::sourceparts=/nonexistent".to_owned(),
+        "-o".to_owned(),
+        format!("Dir::State::Lists={}", lists.display()),
+        "-o".to_owned(),
+        format!("Dir::Cache={}", cache.display()),
+    ];
+    let updated = fs::read_dir(&lists)?
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("bullseye"));
+    if !updated {
+        let (main, security) = debian_mirrors()?;
+        let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+        fs::write(
+            &sources,
+            format!(
+                "deb [signed-by={keyring}] {main} bullseye main\n\
+                 deb [signed-by={keyring}] {security} bullseye-security main\n"
+            ),
+        )?;
+        check(
+            Command::new("apt-get")
+                .args(&options)
+                .args(["update", "-qq"]),
+        )
+        .context("apt-get update of the private bullseye sources")?;
+    }
+    Ok(options)
+}
+
+/// The machine's Debian archive and security mirrors, from its apt sources.
+fn debian_mirrors() -> anyhow::Result<(String, String)> {
+    let mut uris = Vec::new();
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(dir.flatten().map(|e| e.path()));
+    }
+    for file in files {
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim) {
+            if let Some(list) = line.strip_prefix("URIs:") {
+                uris.extend(list.split_whitespace().map(str::to_owned));
+            } else if line.starts_with("deb ") {
+                // deb [options] URI suite components
+                let uri = line.split_whitespace().skip(1).find(|w| w.contains("://"));
+                uris.extend(uri.map(str::to_owned));
+            }
+        }
+    }
+    let ending = |suffix: &str| {
+        uris.iter()
+            .find(|u| u.trim_end_matches('/').ends_with(suffix))
+            .cloned()
+    };
+    match (ending("/debian"), ending("/debian-security")) {
+        (Some(main), Some(security)) => Ok((main, security)),
+        _ => bail!("no Debian archive and security mirrors in this machine's apt sources"),
+    }
 }
 
 /// Sorts kernel package names by their numeric parts.
@@ -454,13 +654,23 @@ fn modules(stage: &Path, kernel: &Kernel) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn boot(vmlinuz: &Path, initrd: &Path, synscope: &Path, backends: &str) -> anyhow::Result<String> {
+/// Boots one VM and hands each tagged console line (VMTEST, VMFAIL, VMLOG, VMFIG) to `line`
+/// as it arrives, so progress shows while the cells run. False if the VM ran out of time.
+fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    synscope: &Path,
+    backends: &str,
+    limit: Duration,
+    mut line: impl FnMut(&str),
+) -> anyhow::Result<bool> {
     let append = format!(
-        "console=ttyS0 panic=-1 quiet BACKENDS={backends} SYNSCOPE_BIN={}",
+        "console=ttyS0 panic=-1 quiet BACKENDS={backends} CELL_LIMIT={} SYNSCOPE_BIN={}",
+        CELL_LIMIT.as_secs(),
         synscope.display()
     );
-    let child = Command::new("timeout")
-        .arg(VM_TIMEOUT.as_secs().to_string())
+    let mut child = Command::new("timeout")
+        .arg(limit.as_secs().to_string())
         .args([
             "qemu-system-x86_64",
             "-accel",
@@ -478,9 +688,40 @@ fn boot(vmlinuz: &Path, initrd: &Path, synscope: &Path, backends: &str) -> anyho
         .arg(initrd)
         .args(["-append", &append])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("cannot start qemu")?;
-    Ok(String::from_utf8_lossy(&child.stdout).into_owned())
+    let console = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut last_lines = std::collections::VecDeque::new();
+    for raw in console.split(b'\n') {
+        let raw = raw?;
+        let text = String::from_utf8_lossy(&raw);
+        // The console may put terminal escapes before a line's start.
+        let tagged = ["VMTEST", "VMFAIL", "VMLOG", "VMFIG"]
+            .iter()
+            .find_map(|tag| text.find(tag).map(|at| &text[at..]));
+        match tagged {
+            Some(tagged) => line(tagged.trim_end()),
+            None => {
+                last_lines.push_back(text.trim_end().to_owned());
+                if last_lines.len() > 5 {
+                    last_lines.pop_front();
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    // timeout(1) exits 124 when the limit ran out.
+    if status.code() == Some(124) {
+        return Ok(false);
+    }
+    if !status.success() {
+        println!(
+            "qemu exited with {status}; its last lines: {}",
+            Vec::from(last_lines).join(" | ")
+        );
+    }
+    Ok(true)
 }
 
 fn which(tool: &str) -> anyhow::Result<PathBuf> {
@@ -490,4 +731,27 @@ fn which(tool: &str) -> anyhow::Result<PathBuf> {
         bail!("{tool} not found");
     }
     Ok(fs::canonicalize(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn cell_verdicts_add_up() {
+        let mut tally = Tally::default();
+        tally.add(
+            "5.10.0-43-cloud-amd64 kprobe PASS (27 scenarios passed, 0 failed) in 8 s of 720 s",
+        );
+        tally
+            .add("6.18.44 tracepoint FAIL (25 scenarios passed, 2 failed) in 90 s of 720 s (host)");
+        tally.add("6.18.44 fentry UNSUPPORTED synscope check: ...");
+        assert_eq!(
+            tally,
+            Tally {
+                passed: 52,
+                failed: 2
+            }
+        );
+    }
 }

@@ -33,7 +33,11 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
   rm -f "$SYNSCOPE_FIGURES"
   for test in $(cat /vmtests/list); do
     test_start=$(date +%s)
-    "$test" --test-threads=1 > /tmp/log 2>&1
+    # CELL_LIMIT (seconds, from the kernel command line) bounds the whole cell.
+    remaining=$((CELL_LIMIT - (test_start - cell_start)))
+    [ "$remaining" -gt 0 ] || remaining=1
+    timeout "$remaining" "$test" --test-threads=1 > /tmp/log 2>&1; code=$?
+    if [ "$code" -eq 124 ] || [ "$code" -eq 143 ]; then echo "VMFAIL $release $backend $(basename "$test"): cell over its ${CELL_LIMIT} s limit"; fi
     echo "VMLOG   $backend $(basename "$test"): $(( $(date +%s) - test_start )) s"
     result=$(grep '^test result:' /tmp/log | tail -1)
     p=$(echo "$result" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
@@ -44,6 +48,6 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
   done
   [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
-  echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed) in $(( $(date +%s) - cell_start )) s"
+  echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed) in $(( $(date +%s) - cell_start )) s of ${CELL_LIMIT} s"
 done
 poweroff -f
