@@ -36,8 +36,22 @@ fn main() -> anyhow::Result<()> {
     // A target directory of its own: the outer cargo holds the workspace's lock.
     let target_dir = out_dir.join("ebpf-target");
     let output = Command::new("rustup")
-        .args(["run", EBPF_TOOLCHAIN, "cargo", "build", "--package", EBPF_PACKAGE])
-        .args(["--bins", "--release", "--target", target, "-Z", "build-std=core"])
+        .args([
+            "run",
+            EBPF_TOOLCHAIN,
+            "cargo",
+            "build",
+            "--package",
+            EBPF_PACKAGE,
+        ])
+        .args([
+            "--bins",
+            "--release",
+            "--target",
+            target,
+            "-Z",
+            "build-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(&ebpf_dir)

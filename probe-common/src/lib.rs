@@ -28,6 +28,20 @@ pub const STAGE_SYNACK_RETRANSMIT: u32 = 5;
 pub const STAGE_QUEUES: u32 = 6;
 pub const STAGES: u32 = 7;
 
+/// Where each fexit program finds its function's return value: the context slot after the
+/// function's arguments, whose number differs between kernels (`inet_csk_accept` took four
+/// before 6.10, two since; `inet_csk_listen_start` two before 5.19, one since). Read from
+/// the context directly: the helper that would give it (`bpf_get_func_ret`) arrived in 5.17.
+/// Written by userspace from BTF before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FexitReturnSlots {
+    pub inet_csk_listen_start: u32,
+    pub inet_csk_accept: u32,
+    pub tcp_rtx_synack: u32,
+    pub _pad: u32,
+}
+
 /// Capacity of the pending-state maps. They are LRU maps, so a connection that never completes
 /// its handshake or is never accepted is evicted instead of leaking.
 pub const PENDING_ENTRIES: u32 = 65_536;
@@ -327,6 +341,7 @@ mod user {
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::ListenCounters {}
     unsafe impl aya::Pod for super::IoUringOffsets {}
+    unsafe impl aya::Pod for super::FexitReturnSlots {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ChildStamps {}
     unsafe impl aya::Pod for super::ListenerKey {}

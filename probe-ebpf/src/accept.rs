@@ -28,8 +28,8 @@ use probe_common::{
 
 use crate::{
     emit, failures,
-    kernel::{SockEndpoints, read, sock_endpoints},
-    maps::{CHILDREN, EARLY_ACCEPTS, IO_URING, config, port_wanted},
+    kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
+    maps::{CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, IO_URING, config, port_wanted},
 };
 
 /// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
@@ -81,7 +81,7 @@ fn on_io_uring_complete(request: u64) -> Result<(), i32> {
 
 #[fexit(function = "inet_csk_accept")]
 pub fn accept_fexit(ctx: FExitContext) -> u32 {
-    if let Ok(child) = ctx.ret::<u64>()
+    if let Ok(child) = fexit_return::<u64>(&ctx, FEXIT_RETURN.load().inet_csk_accept)
         && child != 0
     {
         let config = config();

@@ -27,9 +27,10 @@ use probe_common::{
 use crate::{
     accept::send_accept,
     emit, failures,
-    kernel::{SockEndpoints, read, sock_endpoints},
+    kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
     maps::{
-        CHILDREN, EARLY_ACCEPTS, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES, config, port_wanted,
+        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES, config,
+        port_wanted,
     },
 };
 
@@ -64,7 +65,8 @@ pub fn handshake_kprobe_set_state(ctx: ProbeContext) -> u32 {
 
 #[fexit(function = "inet_csk_listen_start")]
 pub fn handshake_fexit_listen_start(ctx: FExitContext) -> u32 {
-    if ctx.ret::<i32>() == Ok(0) {
+    let args = FEXIT_RETURN.load().inet_csk_listen_start;
+    if fexit_return::<i32>(&ctx, args) == Ok(0) {
         failures::count(STAGE_HANDSHAKE, on_listen(ctx.arg(0)));
     }
     0

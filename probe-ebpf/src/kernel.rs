@@ -75,3 +75,13 @@ pub fn sock_endpoints(offsets: &KernelOffsets, sk: u64) -> Result<Option<SockEnd
         remote_addr,
     }))
 }
+
+/// The value an fexit program's function returned: the context slot after its `args`
+/// arguments (see `FexitReturnSlots`). Read with a helper: 5.10's verifier refuses a context
+/// load at a computed offset, and `bpf_get_func_ret` arrived in 5.17.
+#[inline(always)]
+pub fn fexit_return<T>(ctx: &aya_ebpf::programs::FExitContext, args: u32) -> Result<T, i32> {
+    use aya_ebpf::EbpfContext as _;
+    // The trampoline's context holds one 8-byte slot per argument, then the return value.
+    read::<T>(ctx.as_ptr() as u64, args * 8)
+}

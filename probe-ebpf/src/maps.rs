@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    COUNTED_MIBS, ChildStamps, EarlyAccept, FlowKey, IoUringOffsets, KernelOffsets, ListenCounters,
-    ListenerKey, MAX_PORTS, PENDING_ENTRIES, ProbeConfig, QueueDepths, STAGES, SynStamp,
+    COUNTED_MIBS, ChildStamps, EarlyAccept, FexitReturnSlots, FlowKey, IoUringOffsets,
+    KernelOffsets, ListenCounters, ListenerKey, MAX_PORTS, PENDING_ENTRIES, ProbeConfig,
+    QueueDepths, STAGES, SynStamp,
 };
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
@@ -102,6 +103,15 @@ pub static LISTEN_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(102
 /// The request sock of the `tcp_rtx_synack` call in progress on each CPU (kprobe backend).
 #[map]
 pub static SYNACK_REQUESTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The return-value slot of each fexit program's function; written by userspace before load.
+#[unsafe(no_mangle)]
+pub static FEXIT_RETURN: Global<FexitReturnSlots> = Global::new(FexitReturnSlots {
+    inet_csk_listen_start: 0,
+    inet_csk_accept: 0,
+    tcp_rtx_synack: 0,
+    _pad: 0,
+});
 
 /// Where io_uring requests keep opcode and result; written by userspace before load.
 #[unsafe(no_mangle)]

@@ -12,8 +12,8 @@ use probe_common::{EventKind, STAGE_SYNACK_RETRANSMIT};
 
 use crate::{
     emit, failures,
-    kernel::sock_endpoints,
-    maps::{SYNACK_REQUESTS, config, port_wanted},
+    kernel::{fexit_return, sock_endpoints},
+    maps::{FEXIT_RETURN, SYNACK_REQUESTS, config, port_wanted},
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
@@ -25,7 +25,7 @@ pub fn synack_retransmit_tracepoint(ctx: BtfTracePointContext) -> u32 {
 
 #[fexit(function = "tcp_rtx_synack")]
 pub fn synack_retransmit_fexit(ctx: FExitContext) -> u32 {
-    if ctx.ret::<i32>() == Ok(0) {
+    if fexit_return::<i32>(&ctx, FEXIT_RETURN.load().tcp_rtx_synack) == Ok(0) {
         failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(ctx.arg(1)));
     }
     0

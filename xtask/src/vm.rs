@@ -322,15 +322,20 @@ fn fetch_kernel(work: &Path, package: &KernelPackage) -> anyhow::Result<Kernel> 
     if names.is_empty() {
         bail!("no package matches {pattern} (apt-get update?)");
     }
-    // The newest that the mirror serves: an index can name a package its pool no longer has.
-    let mut chosen = None;
-    for package in names.iter().rev() {
-        let extract = work.join(package);
-        if extract.join("boot").is_dir() || download_kernel(work, package, &apt_options, &extract) {
-            chosen = Some((package.to_string(), extract));
-            break;
-        }
-    }
+    // The newest already unpacked, else the newest the mirror serves: an index can name a
+    // package its pool no longer has.
+    let unpacked = |package: &&&str| work.join(package).join("boot").is_dir();
+    let chosen = names
+        .iter()
+        .rev()
+        .find(unpacked)
+        .or_else(|| {
+            names
+                .iter()
+                .rev()
+                .find(|package| download_kernel(work, package, &apt_options, &work.join(package)))
+        })
+        .map(|package| (package.to_string(), work.join(package)));
     let (package, extract) =
         chosen.ok_or_else(|| anyhow!("no package matching {pattern} could be downloaded"))?;
     let vmlinuz = fs::read_dir(extract.join("boot"))?
@@ -597,6 +602,11 @@ fn copy_with_libraries(
         let target = stage.join(file.strip_prefix("/").unwrap_or(&file));
         fs::create_dir_all(target.parent().unwrap())?;
         fs::copy(&file, &target).with_context(|| format!("copy {}", file.display()))?;
+        // Debug sections are most of a test binary; the VM needs none of them (synscope's
+        // kernel object is data, not a debug section, and keeps its BTF).
+        // Debian's own files are stripped already.
+        check(Command::new("strip").arg("--strip-debug").arg(&target))
+            .with_context(|| format!("strip {}", target.display()))?;
     }
     Ok(())
 }

@@ -50,6 +50,9 @@ fn check(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
                     for (label, why) in &hook.skipped {
                         line.push_str(&format!("\n    not {label}: {why}"));
                     }
+                    if let Some((label, why)) = &hook.missed {
+                        line.push_str(&format!("\n    without {label}: {why}"));
+                    }
                     line
                 })
                 .collect()

@@ -52,6 +52,17 @@ enum Type {
     Enum {
         values: Vec<(u32, i64)>,
     },
+    /// A function, by its prototype.
+    Func {
+        proto: u32,
+    },
+    FuncProto {
+        /// Each parameter's type.
+        params: Vec<u32>,
+    },
+    Pointer {
+        target: u32,
+    },
     Other,
 }
 
@@ -263,6 +274,51 @@ impl Btf {
     }
 }
 
+impl Btf {
+    /// How many parameters the kernel function `name` takes: an fexit program finds the
+    /// function's return value in the context slot after them.
+    pub fn function_params(&self, name: &str) -> anyhow::Result<u32> {
+        for entry in &self.types {
+            let Type::Func { proto } = entry.ty else {
+                continue;
+            };
+            if self.string(entry.name)? != name {
+                continue;
+            }
+            return match self.types.get(proto as usize).map(|t| &t.ty) {
+                Some(Type::FuncProto { params }) => Ok(params.len() as u32),
+                _ => bail!("function {name} has no prototype in this kernel's BTF"),
+            };
+        }
+        bail!("function {name} not found in this kernel's BTF")
+    }
+
+    /// Whether argument `index` of tracepoint `event` (as its programs see it) is a pointer.
+    /// A BTF tracepoint's arguments are those of its `btf_trace_<event>` prototype, after the
+    /// leading `void *__data`.
+    pub fn tracepoint_arg_is_pointer(&self, event: &str, index: usize) -> anyhow::Result<bool> {
+        let typedef = format!("btf_trace_{event}");
+        let entry = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_TYPEDEF && self.string(t.name).is_ok_and(|n| n == typedef))
+            .ok_or_else(|| anyhow!("tracepoint {event} not found in this kernel's BTF"))?;
+        let Type::Alias { target } = entry.ty else {
+            bail!("{typedef} is not a typedef");
+        };
+        let Type::Pointer { target: proto } = self.resolve(target)?.ty else {
+            bail!("{typedef} is not a function pointer");
+        };
+        let Type::FuncProto { params } = &self.resolve(proto)?.ty else {
+            bail!("{typedef} is not a function pointer");
+        };
+        let param = *params
+            .get(index + 1)
+            .ok_or_else(|| anyhow!("tracepoint {event} has no argument {index}"))?;
+        Ok(matches!(self.resolve(param)?.ty, Type::Pointer { .. }))
+    }
+}
+
 fn read_type(reader: &mut Reader<'_>) -> anyhow::Result<TypeEntry> {
     let name = reader.u32()?;
     let info = reader.u32()?;
@@ -275,7 +331,13 @@ fn read_type(reader: &mut Reader<'_>) -> anyhow::Result<TypeEntry> {
             reader.skip(4);
             Type::Other
         }
-        KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => Type::Other,
+        KIND_FUNC => Type::Func {
+            proto: size_or_type,
+        },
+        KIND_PTR => Type::Pointer {
+            target: size_or_type,
+        },
+        KIND_FWD | KIND_FLOAT => Type::Other,
         KIND_ARRAY => {
             reader.skip(12);
             Type::Other
@@ -328,8 +390,12 @@ fn read_type(reader: &mut Reader<'_>) -> anyhow::Result<TypeEntry> {
             target: size_or_type,
         },
         KIND_FUNC_PROTO => {
-            reader.skip(8 * vlen);
-            Type::Other
+            let mut params = Vec::with_capacity(vlen);
+            for _ in 0..vlen {
+                reader.skip(4); // the name
+                params.push(reader.u32()?);
+            }
+            Type::FuncProto { params }
         }
         KIND_DATASEC => {
             reader.skip(12 * vlen);
@@ -430,5 +496,18 @@ mod tests {
         let mut truncated = sample();
         truncated.truncate(40);
         assert!(Btf::parse(&truncated).is_err());
+    }
+
+    #[test]
+    fn counts_a_kernel_functions_parameters() {
+        // Every kernel synscope supports has BTF; inet_csk_accept took 4 arguments before
+        // 6.10 (sk, flags, err, kern) and 2 since (sk, arg).
+        let Ok(btf) = Btf::from_kernel() else {
+            return;
+        };
+        let params = btf.function_params("inet_csk_accept").unwrap();
+        assert!(params == 2 || params == 4, "{params}");
+        assert_eq!(btf.function_params("tcp_rtx_synack").unwrap(), 2);
+        assert!(btf.function_params("no_such_function_here").is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use anyhow::Context as _;
 use probe_common::{
-    COUNTED_MIB_NAMES, COUNTED_MIBS, IoUringOffsets, KernelOffsets, ListenCounters,
+    COUNTED_MIB_NAMES, COUNTED_MIBS, FexitReturnSlots, IoUringOffsets, KernelOffsets,
+    ListenCounters,
 };
 
 use super::{btf::Btf, kallsyms};
@@ -75,20 +76,40 @@ fn listen_counter_layout(btf: &Btf) -> anyhow::Result<ListenCounters> {
 
 /// Where io_uring requests keep opcode and result; zeros (which the program takes as "none")
 /// on kernels built without io_uring.
-pub fn io_uring(btf: &Btf) -> IoUringOffsets {
-    let offsets = || -> anyhow::Result<IoUringOffsets> {
-        Ok(IoUringOffsets {
-            request_opcode: btf.member_offset("io_kiocb", "opcode")?,
-            request_result: btf.member_offset("io_kiocb", "cqe")?
-                + btf.member_offset("io_cqe", "res")?,
-            accept_file_slot: btf.member_offset("io_accept", "file_slot")?,
-            _pad: 0,
-        })
-    };
-    offsets().unwrap_or_default()
+/// Where the io_uring_complete tracepoint's request keeps what an accept needs. Before 5.19
+/// the tracepoint does not pass the request at all (its second argument is the user data), and
+/// these members are missing: then io_uring accepts are not observable through tracepoints.
+pub fn io_uring(btf: &Btf) -> anyhow::Result<IoUringOffsets> {
+    // The programs read the request as argument 1 (see probe-ebpf's accept.rs).
+    let passes_request = btf
+        .tracepoint_arg_is_pointer("io_uring_complete", 1)
+        .unwrap_or(false);
+    anyhow::ensure!(
+        passes_request,
+        "this kernel's io_uring_complete tracepoint does not pass the request (5.19+)"
+    );
+    Ok(IoUringOffsets {
+        request_opcode: btf.member_offset("io_kiocb", "opcode")?,
+        request_result: btf.member_offset("io_kiocb", "cqe")?
+            + btf.member_offset("io_cqe", "res")?,
+        accept_file_slot: btf.member_offset("io_accept", "file_slot")?,
+        _pad: 0,
+    })
 }
 
 /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, or `None` on kernels before 6.15 that lack it.
+/// Each fexit program's return-value slot: its function's parameter count. A function missing
+/// from BTF leaves 0, and its fexit program then fails to attach, as it would anyway.
+pub fn fexit_return(btf: &Btf) -> FexitReturnSlots {
+    let params = |name: &str| btf.function_params(name).unwrap_or(0);
+    FexitReturnSlots {
+        inet_csk_listen_start: params("inet_csk_listen_start"),
+        inet_csk_accept: params("inet_csk_accept"),
+        tcp_rtx_synack: params("tcp_rtx_synack"),
+        _pad: 0,
+    }
+}
+
 pub fn listen_overflow_reason(btf: &Btf) -> Option<u32> {
     btf.enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
         .ok()
@@ -121,7 +142,7 @@ mod tests {
         assert_eq!(layout.indices[0], layout.indices[1] + 1);
         assert!(layout.indices.iter().all(|&i| i > 0));
         assert!(layout.request_listener > 0 && layout.net_statistics > 0);
-        let io_uring = io_uring(&btf);
+        let io_uring = io_uring(&btf).unwrap();
         assert!(io_uring.request_opcode > 0 && io_uring.request_result > 0);
     }
 }

@@ -62,6 +62,14 @@ impl Tracer {
                 vec![(hooks::Stage::ListenDrops, format!("{e:#}"))],
             ),
         };
+        // Without them io_uring accepts are not observable through tracepoints.
+        let (io_uring, unavailable_extras) = match kernel_offsets::io_uring(&kernel_btf) {
+            Ok(offsets) => (offsets, Vec::new()),
+            Err(e) => (
+                Default::default(),
+                vec![(hooks::IO_URING_EXTRA, format!("io_uring accepts: {e:#}"))],
+            ),
+        };
         let config = ProbeConfig {
             offsets,
             filter_ports: u32::from(!options.ports.is_empty()),
@@ -80,7 +88,12 @@ impl Tracer {
             .override_global("SYN_CONSUMER_END", &syn_consumer_end, true)
             .override_global("SK_STATE_OFFSET", &offsets.sk_state, true)
             .override_global("LISTEN_COUNTERS", &listen_counters, true)
-            .override_global("IO_URING", &kernel_offsets::io_uring(&kernel_btf), true)
+            .override_global("IO_URING", &io_uring, true)
+            .override_global(
+                "FEXIT_RETURN",
+                &kernel_offsets::fexit_return(&kernel_btf),
+                true,
+            )
             .load(PROBES)
             .context("cannot load synscope's kernel programs")?;
 
@@ -111,7 +124,13 @@ impl Tracer {
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
         )?;
         // Attach last: maps and filters are in place before the first event.
-        let hooks = hooks::attach_plan(&mut ebpf, &aya_btf, options.hooks, &unavailable)?;
+        let hooks = hooks::attach_plan(
+            &mut ebpf,
+            &aya_btf,
+            options.hooks,
+            &unavailable,
+            &unavailable_extras,
+        )?;
         Ok(Self {
             _ebpf: ebpf,
             queues,

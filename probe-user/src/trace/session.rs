@@ -230,7 +230,10 @@ fn visibility(tracer: &Tracer) -> Visibility {
         let stage = hook.stage.name().to_owned();
         match &hook.active {
             Some(active) => {
-                hooks.insert(stage, active.clone());
+                hooks.insert(stage.clone(), active.clone());
+                if let Some((label, why)) = &hook.missed {
+                    unobserved.insert(format!("{stage} ({label})"), why.clone());
+                }
             }
             None => {
                 let reasons: Vec<&str> = hook.skipped.iter().map(|(_, why)| why.as_str()).collect();

@@ -160,6 +160,9 @@ pub struct Extra {
     pub program: ProgramSpec,
 }
 
+/// The accept stage's tracepoint for accepts made inside io_uring.
+pub const IO_URING_EXTRA: &str = "tp_btf/io_uring_complete";
+
 /// The outcome of the plan for one stage.
 #[derive(Clone, Debug)]
 pub struct StageHook {
@@ -168,6 +171,8 @@ pub struct StageHook {
     pub active: Option<String>,
     /// Better candidates that failed, with the kernel's reason.
     pub skipped: Vec<(&'static str, String)>,
+    /// What the active hook misses: its extra program, if that could not be used, and why.
+    pub missed: Option<(&'static str, String)>,
 }
 
 impl fmt::Display for StageHook {
@@ -191,6 +196,7 @@ pub fn attach_plan(
     btf: &Btf,
     choice: HookChoice,
     unavailable: &[(Stage, String)],
+    unavailable_extras: &[(&str, String)],
 ) -> anyhow::Result<Vec<StageHook>> {
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
@@ -198,6 +204,7 @@ pub fn attach_plan(
         let offered = forced.is_some_and(|kind| candidates.iter().any(|c| c.kind == kind));
         let mut skipped = Vec::new();
         let mut active = None;
+        let mut missed = None;
         let missing = unavailable.iter().find(|(s, _)| *s == stage);
         if let (Some(kind), false) = (forced, offered) {
             let kind = format!("{kind:?}").to_lowercase();
@@ -223,9 +230,13 @@ pub fn attach_plan(
                 Ok(()) => {
                     let mut label = candidate.label.to_owned();
                     if let Some(extra) = candidate.extra {
-                        match attach_program(ebpf, btf, &extra.program) {
-                            Ok(()) => label = format!("{label}+{}", extra.label),
-                            Err(e) => skipped.push((extra.label, short_reason(&e))),
+                        let not_here = unavailable_extras.iter().find(|(l, _)| *l == extra.label);
+                        match not_here {
+                            Some((_, why)) => missed = Some((extra.label, why.clone())),
+                            None => match attach_program(ebpf, btf, &extra.program) {
+                                Ok(()) => label = format!("{label}+{}", extra.label),
+                                Err(e) => missed = Some((extra.label, short_reason(&e))),
+                            },
                         }
                     }
                     active = Some(label);
@@ -262,6 +273,7 @@ pub fn attach_plan(
             stage,
             active,
             skipped,
+            missed,
         });
     }
     Ok(hooks)

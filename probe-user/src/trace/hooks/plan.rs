@@ -155,7 +155,7 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                 ],
                 // io_uring accepts bypass the system calls (kernels without io_uring lack it).
                 extra: Some(Extra {
-                    label: "tp_btf/io_uring_complete",
+                    label: super::IO_URING_EXTRA,
                     program: ProgramSpec {
                         program: "accept_io_uring_complete",
                         attach: Attach::BtfTracePoint {
