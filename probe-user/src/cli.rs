@@ -4,7 +4,13 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{report::Format, trace::hooks::HookChoice};
+use crate::{
+    report::{
+        Format, format_of,
+        thresholds::{self, Threshold},
+    },
+    trace::hooks::HookChoice,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,9 +39,10 @@ pub struct TraceArgs {
     #[arg(short, long, value_name = "DURATION", global = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Report format.
-    #[arg(short, long, value_enum, default_value_t = Format::Text, global = true)]
-    pub format: Format,
+    /// Report format [default: text; with --output, the file's extension: .json .md .prom
+    /// .txt .xml (JUnit)].
+    #[arg(short, long, value_enum, global = true)]
+    pub format: Option<Format>,
 
     /// Which kind of kernel hook to use where a stage offers a choice: auto picks the best that
     /// works (fentry, then kprobe, then tracepoint).
@@ -43,22 +50,38 @@ pub struct TraceArgs {
           env = "SYNSCOPE_HOOKS")]
     pub hooks: HookChoice,
 
-    /// Write the report to this file instead of standard output.
-    #[arg(short, long, value_name = "FILE", global = true)]
-    pub output: Option<PathBuf>,
+    /// Write the report to this file (repeatable: one report, several formats); the text
+    /// report still goes to standard output.
+    #[arg(short, long = "output", value_name = "FILE", global = true)]
+    pub outputs: Vec<PathBuf>,
+
+    /// Fail the run (exit 99) if EXPR is true for any traced port: [PORT:]FIGURE OP VALUE,
+    /// e.g. 'accept_wait.p99 > 5ms', '8080:drops > 0', 'lost_events > 0' (repeatable).
+    /// FIGURE: handshake, accept_wait or syn_to_accept with .min .p50 .p90 .p99 .p999 .max
+    /// .mean .count; syn_received handshakes accepted drops listen_overflows syn_queue_full
+    /// syncookies_sent synack_retransmits; lost_events. OP: > >= < <= == !=. Durations need
+    /// a unit (us, ms, s). A port that saw no traffic, or a figure this kernel cannot observe,
+    /// breaks the threshold.
+    #[arg(long = "fail-if", value_name = "EXPR", global = true,
+          value_parser = parse_threshold)]
+    pub fail_if: Vec<Threshold>,
+
+    /// A figure this kernel cannot observe holds its thresholds instead of breaking them.
+    #[arg(long, global = true)]
+    pub allow_unobservable: bool,
+
+    /// Also write the thresholds as JUnit test cases to FILE.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Trace while COMMAND runs, then report; exits with COMMAND's exit code.
+    /// Trace while COMMAND runs, then report. Exits with COMMAND's exit code if it failed
+    /// (128 + signal if killed), else 99 if a --fail-if threshold broke, else 0.
     Run {
         /// The command and its arguments (put them after --).
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "COMMAND"
-        )]
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
     /// Start a local server with a slow single-threaded handler, load it, and show the report.
@@ -100,6 +123,35 @@ fn one_line(error: &clap::Error) -> String {
 /// The kernel programs' port filter holds this many ports.
 pub const MAX_PORTS: usize = probe_common::MAX_PORTS as usize;
 
+fn parse_threshold(text: &str) -> Result<Threshold, String> {
+    // clap's message already names the expression.
+    thresholds::parse(text)
+}
+
+impl TraceArgs {
+    /// Each report file with its format: `--format` where given, else the file's extension.
+    pub fn report_files(&self) -> anyhow::Result<Vec<(Format, PathBuf)>> {
+        let mut files = Vec::new();
+        for path in &self.outputs {
+            let format = match (self.format, format_of(path)) {
+                (Some(format), _) => format,
+                (None, Some(format)) => format,
+                (None, None) => anyhow::bail!(
+                    "cannot tell the format of {} from its extension (.json .md .prom .txt \
+                     .xml): add --format",
+                    path.display()
+                ),
+            };
+            files.push((format, path.clone()));
+        }
+        files.extend(self.junit.iter().map(|path| (Format::Junit, path.clone())));
+        Ok(files)
+    }
+}
+
+/// Exit code when a --fail-if threshold broke (as k6 does).
+pub const EXIT_THRESHOLD_BROKEN: u8 = 99;
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =
         humantime::parse_duration(text).map_err(|e| format!("{e} (try 30s, 2m, 500ms)"))?;
@@ -127,7 +179,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.trace.ports, [8080]);
-        assert_eq!(cli.trace.format, Format::Json);
+        assert_eq!(cli.trace.format, Some(Format::Json));
         let Some(Command::Run { command }) = cli.command else {
             panic!("not run")
         };

@@ -131,6 +131,9 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
                 .is_some_and(|n| n.to_string_lossy().contains(filter.as_str()))
         });
     }
+    // The views' tests depend on synscope's own behaviour, not on the kernel: once, natively.
+    let (views, tests): (Vec<PathBuf>, Vec<PathBuf>) =
+        tests.into_iter().partition(|t| is_view_test(t));
     let synscope = root.join("target/debug/synscope");
     let mut payload: Vec<PathBuf> = tests.clone();
     payload.push(synscope.clone());
@@ -143,6 +146,9 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
     let mut failed = false;
     let mut tally = Tally::default();
     let mut figures = Figures::default();
+    if selection.kernel.as_deref().is_none_or(|k| k == "host") && !views.is_empty() {
+        failed |= view_tests(&synscope, &views, &mut tally)?;
+    }
     if selection.kernel.as_deref().is_none_or(|k| k == "host") {
         failed |= host_cells(
             &work,
@@ -220,6 +226,57 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
         bail!("the kernel matrix has failures");
     }
     Ok(tally)
+}
+
+/// Test binaries of views (the CI gate, report formats, live views): the same on every kernel.
+const VIEW_TESTS: [&str; 1] = ["gate"];
+
+fn is_view_test(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    // Cargo names a test binary NAME-HASH.
+    name.is_some_and(|n| {
+        VIEW_TESTS
+            .iter()
+            .any(|view| n.rsplit_once('-').is_some_and(|(stem, _)| stem == *view))
+    })
+}
+
+/// The views' tests, once, natively, with the hooks auto picks.
+fn view_tests(synscope: &Path, tests: &[PathBuf], tally: &mut Tally) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let (mut passed, mut failures) = (0, 0);
+    for test in tests {
+        let out = Command::new("timeout")
+            .arg(CELL_LIMIT.as_secs().to_string())
+            .arg(test)
+            .arg("--test-threads=1")
+            .env("SYNSCOPE_BIN", synscope)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
+        {
+            println!("  VMFAIL views: {line}");
+        }
+        if !out.status.success() {
+            print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let result = text
+            .lines()
+            .rfind(|l| l.starts_with("test result:"))
+            .unwrap_or_default();
+        passed += crate::count_before(result, " passed");
+        failures += crate::count_before(result, " failed") + u64::from(result.is_empty());
+    }
+    let verdict = if failures == 0 { "PASS" } else { "FAIL" };
+    println!(
+        "views {verdict} ({passed} scenarios passed, {failures} failed) in {} s (natively, once)",
+        started.elapsed().as_secs()
+    );
+    tally.passed += passed;
+    tally.failed += failures;
+    Ok(failures > 0)
 }
 
 /// The matrix cells of the running kernel: the same tests, natively, per backend.
@@ -746,6 +803,14 @@ fn which(tool: &str) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::Tally;
+
+    #[test]
+    fn view_tests_are_told_by_name() {
+        use std::path::Path;
+        assert!(super::is_view_test(Path::new("/t/deps/gate-0123abcd")));
+        assert!(!super::is_view_test(Path::new("/t/deps/gateway-0123abcd")));
+        assert!(!super::is_view_test(Path::new("/t/deps/drops-0123abcd")));
+    }
 
     #[test]
     fn cell_verdicts_add_up() {

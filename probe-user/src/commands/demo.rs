@@ -41,8 +41,7 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     session
         .trace_until(signals::sleep_or_stop(duration))
         .await?;
-    super::write_report(&mut sink, &session.report(), args)?;
-    Ok(0)
+    super::finish(&mut sink, session.report(), args)
 }
 
 /// listen() backlog: small, as in many default configurations, so the queue visibly fills.

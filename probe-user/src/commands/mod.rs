@@ -7,8 +7,8 @@ pub mod run;
 pub mod trace;
 
 use crate::{
-    cli::{MAX_PORTS, TraceArgs},
-    report::{Report, ReportSink},
+    cli::{EXIT_THRESHOLD_BROKEN, MAX_PORTS, TraceArgs},
+    report::{Format, Report, ReportSink, thresholds},
     trace::TraceOptions,
 };
 
@@ -23,11 +23,26 @@ fn trace_options(args: &TraceArgs) -> anyhow::Result<TraceOptions> {
     })
 }
 
-/// A report that cannot be written would waste the whole run: the file is opened first.
+/// A report that cannot be written would waste the whole run: the files are opened first.
 fn open_sink(args: &TraceArgs) -> anyhow::Result<ReportSink> {
-    ReportSink::open(args.output.as_deref())
+    ReportSink::open(&args.report_files()?, args.format.unwrap_or(Format::Text))
 }
 
-fn write_report(sink: &mut ReportSink, report: &Report, args: &TraceArgs) -> anyhow::Result<()> {
-    sink.write(report, args.format)
+/// Checks the thresholds, writes the report everywhere it goes, and says on stderr which
+/// thresholds broke, one line each. The exit code: 99 if any broke, else 0.
+fn finish(sink: &mut ReportSink, mut report: Report, args: &TraceArgs) -> anyhow::Result<u8> {
+    report.thresholds = thresholds::evaluate(&args.fail_if, &report, args.allow_unobservable);
+    sink.write(&report)?;
+    let broken: Vec<_> = report.thresholds.iter().filter(|t| !t.held).collect();
+    for result in &broken {
+        eprintln!(
+            "synscope: threshold broken: {}",
+            thresholds::describe(result)
+        );
+    }
+    Ok(if broken.is_empty() {
+        0
+    } else {
+        EXIT_THRESHOLD_BROKEN
+    })
 }

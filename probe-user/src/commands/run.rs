@@ -21,8 +21,12 @@ pub async fn run(args: &TraceArgs, command: &[OsString]) -> anyhow::Result<u8> {
     let status = session
         .trace_until(signals::wait_for_command(&mut child))
         .await??;
-    super::write_report(&mut sink, &session.report(), args)?;
-    Ok(exit_code(status))
+    let gate = super::finish(&mut sink, session.report(), args)?;
+    // The command's own failure comes first: the thresholds only judge a run that worked.
+    Ok(match exit_code(status) {
+        0 => gate,
+        failed => failed,
+    })
 }
 
 /// Starts `command` with the terminal's stdio; synscope keeps tracing until it exits.

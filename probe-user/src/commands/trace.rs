@@ -25,6 +25,5 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
             session.trace_until(signals::stop()).await?;
         }
     }
-    super::write_report(&mut sink, &session.report(), args)?;
-    Ok(0)
+    super::finish(&mut sink, session.report(), args)
 }

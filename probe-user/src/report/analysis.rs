@@ -153,6 +153,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
                 counters: view.counter_deltas(netns).unwrap_or_default(),
             })
             .collect(),
+        thresholds: Vec::new(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Golden outputs: every format of the fixed sample report ([`super::sample::report`]), byte
-//! for byte, in `src/report/golden/sample.{txt,json,prom}`. The files document each format: a
+//! for byte, in `src/report/golden/sample.{txt,json,prom,md,xml}`. The files document each format: a
 //! change to a format shows in their diff. To accept a change, rewrite them with
 //! `SYNSCOPE_UPDATE_GOLDEN=1 cargo test -p probe-user golden` and review that diff.
 
@@ -66,4 +66,14 @@ fn json() {
 #[test]
 fn prometheus() {
     check(Format::Prometheus, "sample.prom");
+}
+
+#[test]
+fn markdown() {
+    check(Format::Markdown, "sample.md");
+}
+
+#[test]
+fn junit() {
+    check(Format::Junit, "sample.xml");
 }

@@ -8,22 +8,30 @@ mod format;
 #[cfg(test)]
 mod golden;
 mod json;
+mod junit;
+mod markdown;
 mod prometheus;
 pub mod schema;
 mod sink;
 mod text;
+pub mod thresholds;
 
 use std::io::Write;
 
 pub use analysis::{RunInfo, analyze};
 pub use schema::*;
-pub use sink::ReportSink;
+pub use sink::{ReportSink, format_of};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
     Json,
     Prometheus,
+    /// For a CI job summary or a pull-request comment.
+    #[value(alias = "md")]
+    Markdown,
+    /// The thresholds as JUnit test cases (also `--junit FILE`).
+    Junit,
 }
 
 impl Report {
@@ -32,6 +40,8 @@ impl Report {
             Format::Text => text::write(self, out),
             Format::Json => json::write(self, out),
             Format::Prometheus => prometheus::write(self, out),
+            Format::Markdown => markdown::write(self, out),
+            Format::Junit => junit::write(self, out),
         }
     }
 }
@@ -40,7 +50,8 @@ impl Report {
 pub(crate) mod sample {
     use super::*;
 
-    /// A report with one busy listener, for the format tests.
+    /// A report with one busy listener and three thresholds (one broken), for the format
+    /// tests.
     pub fn report() -> Report {
         let summary = |base: f64| LatencySummary {
             count: 100,
@@ -52,7 +63,7 @@ pub(crate) mod sample {
             max: base * 6.0,
             mean: base * 2.5,
         };
-        Report {
+        let mut report = Report {
             schema: SCHEMA,
             kernel: "6.18.44".into(),
             hooks: [
@@ -116,6 +127,17 @@ pub(crate) mod sample {
                 },
                 counters: [("ListenOverflows".to_owned(), 412)].into(),
             }],
-        }
+            thresholds: Vec::new(),
+        };
+        let thresholds: Vec<_> = [
+            "accept_wait.p99 > 500ms",
+            "8080:drops > 1000",
+            "lost_events > 0",
+        ]
+        .iter()
+        .map(|e| thresholds::parse(e).unwrap())
+        .collect();
+        report.thresholds = thresholds::evaluate(&thresholds, &report, false);
+        report
     }
 }

@@ -33,6 +33,34 @@ pub struct Report {
     pub listeners: Vec<ListenerReport>,
     /// The namespaces of the reported listeners, with their own counters over the run.
     pub namespaces: Vec<NamespaceReport>,
+    /// Every `--fail-if` threshold, per port it applied to; empty without thresholds.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+/// One `--fail-if` threshold, checked on one port (or on the whole run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// The expression as given, e.g. `8080:accept_wait.p99 > 5ms`.
+    pub expression: String,
+    /// The port it was checked on; null for a run-wide figure (`lost_events`), or when no
+    /// port saw traffic.
+    pub port: Option<u16>,
+    /// The figure, e.g. `accept_wait.p99`.
+    pub figure: String,
+    /// The comparison: `>`, `>=`, `<`, `<=`, `==` or `!=`.
+    pub op: String,
+    /// What was measured, in `unit`; null when nothing could be (see `reason`).
+    pub value: Option<f64>,
+    /// The limit, in `unit`.
+    pub limit: f64,
+    /// `us` for latencies, empty for counts.
+    pub unit: String,
+    /// True when the failure condition was not met.
+    pub held: bool,
+    /// Why it broke without a value (no traffic, not observable), or why it held without one;
+    /// null otherwise.
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,45 +1,65 @@
-//! Where a report goes: a file opened before tracing starts (so a bad path fails at once, not
-//! after the run), or standard output.
+//! Where reports go: files opened before tracing starts (so a bad path fails at once, not
+//! after the run), each in its own format, and standard output.
 
 use std::{
     fs::File,
     io::{self, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
 
 use super::{Format, Report};
 
-/// Where the report goes: a file opened before tracing starts, or standard output.
-pub enum ReportSink {
-    Stdout,
-    File(File),
+/// Every destination of one run's report.
+pub struct ReportSink {
+    files: Vec<(Format, PathBuf, File)>,
+    /// The format written to standard output, if any.
+    stdout: Option<Format>,
 }
 
 impl ReportSink {
-    pub fn open(output: Option<&Path>) -> anyhow::Result<Self> {
-        Ok(match output {
-            Some(path) => Self::File(
-                File::create(path)
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?,
-            ),
-            None => Self::Stdout,
-        })
+    /// `outputs`: files and the format of each. Without files the report goes to standard
+    /// output in `stdout_format`; with files, the text report still goes to standard output.
+    pub fn open(outputs: &[(Format, PathBuf)], stdout_format: Format) -> anyhow::Result<Self> {
+        let mut files = Vec::new();
+        for (format, path) in outputs {
+            let file = File::create(path)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?;
+            files.push((*format, path.clone(), file));
+        }
+        let stdout = if files.iter().all(|(format, ..)| *format == Format::Junit) {
+            Some(stdout_format)
+        } else {
+            Some(Format::Text)
+        };
+        Ok(Self { files, stdout })
     }
 
-    pub fn write(&mut self, report: &Report, format: Format) -> anyhow::Result<()> {
-        match self {
-            Self::File(file) => {
-                report.write(format, file)?;
-                file.flush()?;
-            }
-            Self::Stdout => {
-                let mut stdout = io::stdout().lock();
-                report.write(format, &mut stdout)?;
-                stdout.flush()?;
-            }
+    pub fn write(&mut self, report: &Report) -> anyhow::Result<()> {
+        for (format, path, file) in &mut self.files {
+            report
+                .write(*format, file)
+                .and_then(|()| Ok(file.flush()?))
+                .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        }
+        if let Some(format) = self.stdout {
+            let mut stdout = io::stdout().lock();
+            report.write(format, &mut stdout)?;
+            stdout.flush()?;
         }
         Ok(())
+    }
+}
+
+/// The format a file's extension asks for; `None` for an extension synscope does not know.
+pub fn format_of(path: &Path) -> Option<Format> {
+    match path.extension()?.to_str()? {
+        "json" => Some(Format::Json),
+        "md" | "markdown" => Some(Format::Markdown),
+        "prom" => Some(Format::Prometheus),
+        "txt" => Some(Format::Text),
+        "xml" => Some(Format::Junit),
+        _ => None,
     }
 }

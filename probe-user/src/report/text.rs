@@ -5,6 +5,7 @@ use std::io::Write;
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{human_ms, human_us},
+    thresholds,
 };
 use crate::trace::hooks::Stage;
 
@@ -55,6 +56,13 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         write_kernel_side(out, listener)?;
         for advice in diagnosis::diagnose(listener, report) {
             write_paragraph(out, "  ! ", &advice)?;
+        }
+    }
+    if !report.thresholds.is_empty() {
+        writeln!(out, "\nthresholds (--fail-if):")?;
+        for result in &report.thresholds {
+            let mark = if result.held { "✓" } else { "✗" };
+            write_paragraph(out, &format!("  {mark} "), &thresholds::describe(result))?;
         }
     }
     Ok(())

@@ -1,0 +1,144 @@
+//! `--format markdown` (`.md`): for a CI job summary or a pull-request comment. Per port the
+//! counts, the three latencies' percentiles, drops, queues and advice; then the thresholds.
+
+use std::io::Write;
+
+use super::{
+    LatencySummary, ListenerReport, Report, diagnosis,
+    format::{human_ms, human_us},
+    thresholds,
+};
+
+pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(out, "## synscope: listen-path latency per port\n")?;
+    writeln!(
+        out,
+        "Traced {} on Linux {}; {} events lost.\n",
+        human_ms(report.duration_ms),
+        report.kernel,
+        report.lost_events
+    )?;
+    let broken = report.thresholds.iter().filter(|t| !t.held).count();
+    if !report.thresholds.is_empty() {
+        let verdict = match broken {
+            0 => "✅ every threshold held".to_owned(),
+            n => format!("❌ {n} of {} thresholds broken", report.thresholds.len()),
+        };
+        writeln!(out, "**{verdict}**\n")?;
+    }
+    if report.listeners.is_empty() {
+        writeln!(out, "No connection reached a traced listener.\n")?;
+    }
+    for listener in &report.listeners {
+        write_listener(out, listener, report)?;
+    }
+    if !report.thresholds.is_empty() {
+        writeln!(out, "### Thresholds\n")?;
+        writeln!(out, "| | threshold | port | measured |")?;
+        writeln!(out, "|---|---|---|---|")?;
+        for result in &report.thresholds {
+            let mark = if result.held { "✅" } else { "❌" };
+            let port = result.port.map_or("run".to_owned(), |p| p.to_string());
+            writeln!(
+                out,
+                "| {mark} | `{}` | {port} | {} |",
+                escape(&result.expression),
+                escape(&thresholds::describe(result))
+            )?;
+        }
+        writeln!(out)?;
+    }
+    let hooks: Vec<String> = report
+        .hooks
+        .iter()
+        .map(|(stage, hook)| format!("{stage}=`{hook}`"))
+        .collect();
+    writeln!(out, "<sub>hooks: {}</sub>", hooks.join(", "))?;
+    Ok(())
+}
+
+fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> anyhow::Result<()> {
+    let addr = l.addr.as_deref().unwrap_or("unknown address");
+    writeln!(out, "### Port {} on {addr} (netns {})\n", l.port, l.netns)?;
+    let acceptors: Vec<String> = l
+        .acceptors
+        .iter()
+        .take(3)
+        .map(|a| format!("`{}`[{}]", escape(&a.comm), a.pid))
+        .collect();
+    let by = if acceptors.is_empty() {
+        String::new()
+    } else {
+        format!(", accepted by {}", acceptors.join(", "))
+    };
+    writeln!(
+        out,
+        "{} SYNs, {} handshakes, {} accepted{by}.\n",
+        l.syn_received, l.handshakes, l.accepted
+    )?;
+    writeln!(
+        out,
+        "| | count | min | p50 | p90 | p99 | p99.9 | max | mean |"
+    )?;
+    writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+    for (label, summary) in [
+        ("handshake", &l.handshake_us),
+        ("accept wait", &l.accept_wait_us),
+        ("SYN → accept", &l.syn_to_accept_us),
+    ] {
+        write_row(out, label, summary)?;
+    }
+    let known = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+    let known32 = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
+    writeln!(
+        out,
+        "\n- drops: {} in all, {} accept-queue overflows, {} on a full SYN queue",
+        known(l.drops.listen_drops),
+        known(l.drops.listen_overflows),
+        known(l.drops.syn_queue_full)
+    )?;
+    writeln!(
+        out,
+        "- queues: backlog {}, accept queue max {}, SYN queue max {}",
+        known32(l.backlog),
+        known32(l.accept_queue_max),
+        known32(l.syn_queue_max)
+    )?;
+    writeln!(
+        out,
+        "- SYN-ACK retransmits {}, SYN cookies sent {}, TCP Fast Open {}",
+        known(l.synack_retransmits),
+        known(l.cookies.syncookies_sent),
+        known(l.fastopen)
+    )?;
+    for advice in diagnosis::diagnose(l, report) {
+        writeln!(out, "- ⚠️ {}", escape(&advice))?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Result<()> {
+    if s.count == 0 {
+        writeln!(out, "| {label} | 0 | | | | | | | |")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        s.count,
+        human_us(s.min),
+        human_us(s.p50),
+        human_us(s.p90),
+        human_us(s.p99),
+        human_us(s.p999),
+        human_us(s.max),
+        human_us(s.mean)
+    )?;
+    Ok(())
+}
+
+/// Keeps a table cell a cell: pipes would end it.
+fn escape(text: &str) -> String {
+    text.replace('|', "\\|")
+}
