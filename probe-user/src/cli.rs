@@ -70,6 +70,11 @@ pub struct TraceArgs {
     #[arg(long, global = true)]
     pub allow_unobservable: bool,
 
+    /// Write each second's latency histograms, per port and stage, to FILE as an HdrHistogram
+    /// interval log (V2; also `--output FILE.hlog`).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub hdr_log: Option<PathBuf>,
+
     /// Also write the thresholds as JUnit test cases to FILE.
     #[arg(long, value_name = "FILE", global = true)]
     pub junit: Option<PathBuf>,
@@ -132,13 +137,13 @@ impl TraceArgs {
     /// Each report file with its format: `--format` where given, else the file's extension.
     pub fn report_files(&self) -> anyhow::Result<Vec<(Format, PathBuf)>> {
         let mut files = Vec::new();
-        for path in &self.outputs {
+        for path in self.outputs.iter().filter(|p| !is_hdr_log(p)) {
             let format = match (self.format, format_of(path)) {
                 (Some(format), _) => format,
                 (None, Some(format)) => format,
                 (None, None) => anyhow::bail!(
                     "cannot tell the format of {} from its extension (.json .md .prom .txt \
-                     .xml): add --format",
+                     .xml .hlog): add --format",
                     path.display()
                 ),
             };
@@ -147,6 +152,17 @@ impl TraceArgs {
         files.extend(self.junit.iter().map(|path| (Format::Junit, path.clone())));
         Ok(files)
     }
+
+    /// Where the HdrHistogram interval log goes, if anywhere.
+    pub fn hdr_log_path(&self) -> Option<PathBuf> {
+        self.hdr_log
+            .clone()
+            .or_else(|| self.outputs.iter().find(|p| is_hdr_log(p)).cloned())
+    }
+}
+
+fn is_hdr_log(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e == "hlog")
 }
 
 /// Exit code when a --fail-if threshold broke (as k6 does).

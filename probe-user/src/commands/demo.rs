@@ -13,7 +13,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::{
     cli::TraceArgs,
-    trace::{Session, TraceOptions, signals},
+    trace::{TraceOptions, signals},
 };
 
 /// Runs the demo server and clients for `--duration` (10 s by default), traced.
@@ -36,12 +36,12 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         "demo: watch the accept wait grow to queue length x handler time, and the\n\
          demo: handshakes that overflow the queue wait for retransmits.\n"
     );
-    let mut session = Session::start(&options)?;
+    let mut session = super::start_session(&options)?;
     server.start(duration)?;
     session
         .trace_until(signals::sleep_or_stop(duration))
         .await?;
-    super::finish(&mut sink, session.report(), args)
+    super::finish(&mut sink, &mut session, args)
 }
 
 /// listen() backlog: small, as in many default configurations, so the queue visibly fills.

@@ -8,9 +8,17 @@ pub mod trace;
 
 use crate::{
     cli::{EXIT_THRESHOLD_BROKEN, MAX_PORTS, TraceArgs},
-    report::{Format, Report, ReportSink, thresholds},
-    trace::TraceOptions,
+    report::{Format, ReportSink, thresholds},
+    trace::{Session, TraceOptions},
 };
+
+/// Starts tracing with what every report needs: the per-second timeline (the report's
+/// `timeline` and the HdrHistogram log).
+fn start_session(options: &TraceOptions) -> anyhow::Result<Session> {
+    let mut session = Session::start(options)?;
+    session.keep_timeline();
+    Ok(session)
+}
 
 /// What to trace, from the arguments every tracing command shares.
 fn trace_options(args: &TraceArgs) -> anyhow::Result<TraceOptions> {
@@ -25,12 +33,18 @@ fn trace_options(args: &TraceArgs) -> anyhow::Result<TraceOptions> {
 
 /// A report that cannot be written would waste the whole run: the files are opened first.
 fn open_sink(args: &TraceArgs) -> anyhow::Result<ReportSink> {
-    ReportSink::open(&args.report_files()?, args.format.unwrap_or(Format::Text))
+    ReportSink::open(
+        &args.report_files()?,
+        args.hdr_log_path(),
+        args.format.unwrap_or(Format::Text),
+    )
 }
 
 /// Checks the thresholds, writes the report everywhere it goes, and says on stderr which
 /// thresholds broke, one line each. The exit code: 99 if any broke, else 0.
-fn finish(sink: &mut ReportSink, mut report: Report, args: &TraceArgs) -> anyhow::Result<u8> {
+fn finish(sink: &mut ReportSink, session: &mut Session, args: &TraceArgs) -> anyhow::Result<u8> {
+    let mut report = session.report();
+    sink.write_hdr_log(|out| session.write_hdr_log(out))?;
     report.thresholds = thresholds::evaluate(&args.fail_if, &report, args.allow_unobservable);
     sink.write(&report)?;
     let broken: Vec<_> = report.thresholds.iter().filter(|t| !t.held).collect();

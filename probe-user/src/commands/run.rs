@@ -5,10 +5,7 @@ use std::{ffi::OsString, os::unix::process::ExitStatusExt as _, process::ExitSta
 
 use anyhow::{Context as _, bail};
 
-use crate::{
-    cli::TraceArgs,
-    trace::{Session, signals},
-};
+use crate::{cli::TraceArgs, trace::signals};
 
 pub async fn run(args: &TraceArgs, command: &[OsString]) -> anyhow::Result<u8> {
     let options = super::trace_options(args)?;
@@ -16,12 +13,12 @@ pub async fn run(args: &TraceArgs, command: &[OsString]) -> anyhow::Result<u8> {
     if args.duration.is_some() {
         bail!("--duration does not apply to run: tracing lasts as long as the command");
     }
-    let mut session = Session::start(&options)?;
+    let mut session = super::start_session(&options)?;
     let mut child = spawn(command)?;
     let status = session
         .trace_until(signals::wait_for_command(&mut child))
         .await??;
-    let gate = super::finish(&mut sink, session.report(), args)?;
+    let gate = super::finish(&mut sink, &mut session, args)?;
     // The command's own failure comes first: the thresholds only judge a run that worked.
     Ok(match exit_code(status) {
         0 => gate,

@@ -1,15 +1,12 @@
 //! `synscope [--duration D]`: trace every listening port (or those of `--port`) until the
 //! duration passes or Ctrl-C, then report.
 
-use crate::{
-    cli::TraceArgs,
-    trace::{Session, signals},
-};
+use crate::{cli::TraceArgs, trace::signals};
 
 pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let options = super::trace_options(args)?;
     let mut sink = super::open_sink(args)?;
-    let mut session = Session::start(&options)?;
+    let mut session = super::start_session(&options)?;
     match args.duration {
         Some(duration) => {
             eprintln!(
@@ -25,5 +22,5 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
             session.trace_until(signals::stop()).await?;
         }
     }
-    super::finish(&mut sink, session.report(), args)
+    super::finish(&mut sink, &mut session, args)
 }

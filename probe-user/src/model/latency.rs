@@ -31,6 +31,11 @@ impl Latency {
         }
     }
 
+    /// The recorded values, in nanoseconds.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
     /// Adds `other`'s values: the whole run is the sum of its intervals.
     pub fn merge(&mut self, other: &Latency) {
         if self.histogram.add(&other.histogram).is_err() {

@@ -11,4 +11,4 @@ mod observations;
 mod recorder;
 
 pub use observations::{Observation, Observations, Visibility};
-pub use recorder::Recorder;
+pub use recorder::{IntervalClock, Recorder};

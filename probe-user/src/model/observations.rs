@@ -26,7 +26,7 @@ pub struct Visibility {
 }
 
 /// One thing a session learned.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Observation<'a> {
     /// An event from the kernel programs.
     Event(&'a ConnEvent),

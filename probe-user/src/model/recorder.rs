@@ -1,53 +1,46 @@
-//! The whole run and its current interval, side by side: every observation goes to both, and
-//! taking an interval starts the next one where it ended, so intervals add up to the run.
+//! The whole run and its current intervals, side by side: every observation goes to each, and
+//! taking an interval starts the next one where it ended, so intervals add up to the run. Each
+//! consumer of intervals (a view, the per-second timeline) has a clock of its own.
 
 use super::{Observation, Observations, Visibility};
 use crate::host::inventory::NetnsState;
 
+/// One consumer's interval clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalClock(usize);
+
 #[derive(Debug)]
 pub struct Recorder {
     whole: Observations,
-    interval: Observations,
+    intervals: Vec<Observations>,
     /// The latest pass over the namespaces: the baseline of the next interval.
     last_poll: Option<Vec<NetnsState>>,
 }
 
 impl Recorder {
     pub fn new(visibility: Visibility) -> Self {
-        let whole = Observations::new(visibility);
         Self {
-            interval: whole.next_interval(None),
-            whole,
+            whole: Observations::new(visibility),
+            intervals: Vec::new(),
             last_poll: None,
         }
     }
 
+    /// A new interval clock, its first interval starting now.
+    pub fn interval_clock(&mut self) -> IntervalClock {
+        self.intervals
+            .push(self.whole.next_interval(self.last_poll.clone()));
+        IntervalClock(self.intervals.len() - 1)
+    }
+
     pub fn observe(&mut self, observation: Observation<'_>) {
-        match observation {
-            Observation::Event(event) => {
-                self.whole.observe(Observation::Event(event));
-                self.interval.observe(Observation::Event(event));
-            }
-            Observation::KernelPoll(states) => {
-                self.whole.observe(Observation::KernelPoll(states.clone()));
-                self.interval
-                    .observe(Observation::KernelPoll(states.clone()));
-                self.last_poll = Some(states);
-            }
-            Observation::QueueDepths(depths) => {
-                self.whole.observe(Observation::QueueDepths(depths.clone()));
-                self.interval.observe(Observation::QueueDepths(depths));
-            }
-            Observation::LostEvents(lost) => {
-                self.whole.observe(Observation::LostEvents(lost));
-                self.interval.observe(Observation::LostEvents(lost));
-            }
-            Observation::KernelFailures(failures) => {
-                self.whole
-                    .observe(Observation::KernelFailures(failures.clone()));
-                self.interval.observe(Observation::KernelFailures(failures));
-            }
+        if let Observation::KernelPoll(states) = &observation {
+            self.last_poll = Some(states.clone());
         }
+        for interval in &mut self.intervals {
+            interval.observe(observation.clone());
+        }
+        self.whole.observe(observation);
     }
 
     /// Everything since the start.
@@ -57,9 +50,9 @@ impl Recorder {
 
     /// Ends the current interval and returns it; the next one starts from the last kernel poll
     /// (poll just before this for a sharp boundary).
-    pub fn take_interval(&mut self) -> Observations {
+    pub fn take_interval(&mut self, clock: IntervalClock) -> Observations {
         let next = self.whole.next_interval(self.last_poll.clone());
-        std::mem::replace(&mut self.interval, next)
+        std::mem::replace(&mut self.intervals[clock.0], next)
     }
 }
 
@@ -113,6 +106,8 @@ mod tests {
     #[test]
     fn intervals_add_up_to_the_whole_run() {
         let mut recorder = Recorder::new(Visibility::default());
+        let clock = recorder.interval_clock();
+        let other_clock = recorder.interval_clock();
         recorder.observe(poll(100, 50));
         let mut intervals = Vec::new();
         let mut overflows = 100;
@@ -123,8 +118,14 @@ mod tests {
             overflows += round * 3;
             recorder.observe(poll(overflows, (overflows - 50) as u32));
             recorder.observe(Observation::LostEvents(round));
-            intervals.push(recorder.take_interval());
+            intervals.push(recorder.take_interval(clock));
         }
+        // Another consumer's clock is not disturbed: one interval holds the whole run.
+        let other = recorder.take_interval(other_clock);
+        assert_eq!(
+            other.aggregator.listeners[&ListenerKey::new(NETNS, 80)].accepted,
+            recorder.whole().aggregator.listeners[&ListenerKey::new(NETNS, 80)].accepted
+        );
         let whole = recorder.whole();
         let key = ListenerKey::new(NETNS, 80);
         let stats = |o: &Observations| o.aggregator.listeners[&key].clone();
@@ -173,11 +174,12 @@ mod tests {
     #[test]
     fn an_interval_without_events_is_empty_but_keeps_the_baseline() {
         let mut recorder = Recorder::new(Visibility::default());
+        let clock = recorder.interval_clock();
         recorder.observe(poll(10, 0));
         recorder.observe(Observation::Event(&accepted(1)));
-        recorder.take_interval();
+        recorder.take_interval(clock);
         recorder.observe(poll(10, 0));
-        let quiet = recorder.take_interval();
+        let quiet = recorder.take_interval(clock);
         assert!(quiet.aggregator.listeners.is_empty());
         assert_eq!(
             quiet.kernel_view.counter_deltas(NETNS).unwrap()["ListenOverflows"],

@@ -154,6 +154,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
             })
             .collect(),
         thresholds: Vec::new(),
+        timeline: Vec::new(),
     }
 }
 

@@ -15,12 +15,14 @@ pub mod schema;
 mod sink;
 mod text;
 pub mod thresholds;
+mod timeline;
 
 use std::io::Write;
 
 pub use analysis::{RunInfo, analyze};
 pub use schema::*;
 pub use sink::{ReportSink, format_of};
+pub use timeline::Timeline;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -128,6 +130,7 @@ pub(crate) mod sample {
                 counters: [("ListenOverflows".to_owned(), 412)].into(),
             }],
             thresholds: Vec::new(),
+            timeline: Vec::new(),
         };
         let thresholds: Vec<_> = [
             "accept_wait.p99 > 500ms",

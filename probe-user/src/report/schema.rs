@@ -36,6 +36,32 @@ pub struct Report {
     /// Every `--fail-if` threshold, per port it applied to; empty without thresholds.
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
+    /// What each second of the run saw, per port (ports without traffic in a second are left
+    /// out of it).
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// One second (or the last, shorter, interval) of one port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// When the interval began, in seconds since tracing started.
+    pub second: u64,
+    pub duration_ms: u64,
+    pub netns: u32,
+    pub port: u16,
+    pub syn_received: u64,
+    pub handshakes: u64,
+    pub accepted: u64,
+    /// As in the listener's `drops`; null where not attributable.
+    pub listen_drops: Option<u64>,
+    pub listen_overflows: Option<u64>,
+    pub syn_queue_full: Option<u64>,
+    /// The longest the accept queue got in the interval, and its limit.
+    pub accept_queue_max: Option<u32>,
+    pub backlog: Option<u32>,
+    /// p99 of the accept waits of connections accepted in the interval; null without any.
+    pub accept_wait_p99_us: Option<f64>,
 }
 
 /// One `--fail-if` threshold, checked on one port (or on the whole run).

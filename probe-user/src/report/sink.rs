@@ -14,6 +14,8 @@ use super::{Format, Report};
 /// Every destination of one run's report.
 pub struct ReportSink {
     files: Vec<(Format, PathBuf, File)>,
+    /// The HdrHistogram interval log, written from the session's timeline.
+    hdr_log: Option<(PathBuf, File)>,
     /// The format written to standard output, if any.
     stdout: Option<Format>,
 }
@@ -21,7 +23,21 @@ pub struct ReportSink {
 impl ReportSink {
     /// `outputs`: files and the format of each. Without files the report goes to standard
     /// output in `stdout_format`; with files, the text report still goes to standard output.
-    pub fn open(outputs: &[(Format, PathBuf)], stdout_format: Format) -> anyhow::Result<Self> {
+    pub fn open(
+        outputs: &[(Format, PathBuf)],
+        hdr_log: Option<PathBuf>,
+        stdout_format: Format,
+    ) -> anyhow::Result<Self> {
+        let hdr_log = match hdr_log {
+            Some(path) => Some((
+                File::create(&path).with_context(|| {
+                    format!("cannot write the HdrHistogram log to {}", path.display())
+                })?,
+                path,
+            )),
+            None => None,
+        }
+        .map(|(file, path)| (path, file));
         let mut files = Vec::new();
         for (format, path) in outputs {
             let file = File::create(path)
@@ -33,7 +49,31 @@ impl ReportSink {
         } else {
             Some(Format::Text)
         };
-        Ok(Self { files, stdout })
+        Ok(Self {
+            files,
+            hdr_log,
+            stdout,
+        })
+    }
+
+    /// Whether a timeline must be kept for an HdrHistogram log.
+    pub fn wants_hdr_log(&self) -> bool {
+        self.hdr_log.is_some()
+    }
+
+    /// Writes the HdrHistogram log with `write`, if one was asked for.
+    pub fn write_hdr_log(
+        &mut self,
+        write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if let Some((path, file)) = &mut self.hdr_log {
+            write(file)
+                .and_then(|()| Ok(file.flush()?))
+                .with_context(|| {
+                    format!("cannot write the HdrHistogram log to {}", path.display())
+                })?;
+        }
+        Ok(())
     }
 
     pub fn write(&mut self, report: &Report) -> anyhow::Result<()> {

@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     host::{inventory, preflight},
-    model::{Observation, Recorder, Visibility},
-    report::{self, Report, RunInfo},
+    model::{IntervalClock, Observation, Recorder, Visibility},
+    report::{self, Report, RunInfo, Timeline},
 };
 
 /// How often every namespace's listening sockets and counters are read. Drop figures are
@@ -27,6 +27,9 @@ const KERNEL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often events are collected from the kernel programs' ring buffer.
 const COLLECT_INTERVAL: Duration = Duration::from_millis(20);
 
+/// The timeline's resolution.
+const TIMELINE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Events handled before the loop looks at its other duties again.
 const DRAIN_BATCH: usize = 4096;
 /// More than the ring buffer holds (see `EVENTS_BYTES` in probe-ebpf's maps.rs).
@@ -34,9 +37,13 @@ const FINAL_DRAIN: usize = 65_536;
 
 pub struct Session {
     tracer: Tracer,
-    /// The whole run and the current interval.
+    /// The whole run and the current intervals.
     recorder: Recorder,
+    /// The intervals views ask for.
+    view_clock: IntervalClock,
     interval_started: Instant,
+    /// The per-second timeline, when kept: its clock, and when its interval began.
+    timeline: Option<(IntervalClock, Instant, Timeline)>,
     /// Cumulative kernel-side counters already handed to the model.
     lost_seen: u64,
     failures_seen: BTreeMap<String, u64>,
@@ -85,10 +92,14 @@ impl Session {
         let tracer = Tracer::start(options)?;
         let visibility = visibility(&tracer);
         let (requests_sender, requests) = mpsc::unbounded_channel();
+        let mut recorder = Recorder::new(visibility);
+        let view_clock = recorder.interval_clock();
         let mut session = Self {
             tracer,
-            recorder: Recorder::new(visibility),
+            recorder,
+            view_clock,
             interval_started: Instant::now(),
+            timeline: None,
             lost_seen: 0,
             failures_seen: BTreeMap::new(),
             run: RunInfo {
@@ -110,6 +121,13 @@ impl Session {
         }
     }
 
+    /// Keeps a per-second timeline of every port (the report's `timeline`, and the histograms
+    /// of `write_hdr_log`).
+    pub fn keep_timeline(&mut self) {
+        let clock = self.recorder.interval_clock();
+        self.timeline = Some((clock, Instant::now(), Timeline::default()));
+    }
+
     /// What the attached hooks can see.
     pub fn visibility(&self) -> &Visibility {
         &self.recorder.whole().visibility
@@ -123,6 +141,8 @@ impl Session {
         // The kernel programs wake this loop only when their buffer fills up; otherwise it
         // collects on this timer.
         let mut collect = tokio::time::interval(COLLECT_INTERVAL);
+        let mut second = tokio::time::interval(TIMELINE_INTERVAL);
+        second.tick().await; // immediate
         // Under a flood the ring buffer may never empty: events are taken in batches, and the
         // stop condition, polls and views get their turn between batches.
         let mut backlogged = false;
@@ -140,6 +160,7 @@ impl Session {
                     backlogged = self.drain(DRAIN_BATCH);
                 }
                 _ = poll.tick() => self.poll_kernel(),
+                _ = second.tick(), if self.timeline.is_some() => self.next_second(),
                 Some(request) = self.requests.recv() => self.answer(request),
             }
         };
@@ -198,14 +219,46 @@ impl Session {
             .observe(Observation::KernelFailures(new_failures));
     }
 
-    /// The report of everything since the start.
+    /// Ends the timeline's current interval (a fresh look at the kernel first, for a sharp
+    /// boundary) and starts the next.
+    fn next_second(&mut self) {
+        self.drain(FINAL_DRAIN);
+        self.poll_kernel();
+        self.read_kernel_counters();
+        let run = self.run.clone();
+        if let Some((clock, begun, timeline)) = &mut self.timeline {
+            let interval = self.recorder.take_interval(*clock);
+            let start = begun.duration_since(self.started);
+            timeline.add(start, begun.elapsed(), &interval, &run);
+            *begun = Instant::now();
+        }
+    }
+
+    /// The report of everything since the start; with a timeline, its last (partial) second
+    /// is closed first.
     pub fn report(&mut self) -> Report {
+        if self.timeline.is_some() {
+            self.next_second();
+        }
         self.read_kernel_counters();
         let run = RunInfo {
             duration_ms: self.started.elapsed().as_millis() as u64,
             ..self.run.clone()
         };
-        report::analyze(self.recorder.whole(), &run)
+        let mut report = report::analyze(self.recorder.whole(), &run);
+        if let Some((_, _, timeline)) = &self.timeline {
+            report.timeline = timeline.points().to_vec();
+        }
+        report
+    }
+
+    /// The timeline's histograms as an HdrHistogram interval log; nothing without a timeline.
+    pub fn write_hdr_log(&self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+        let Some((_, _, timeline)) = &self.timeline else {
+            return Ok(());
+        };
+        let started = std::time::SystemTime::now() - self.started.elapsed();
+        timeline.write_hdr_log(out, started)
     }
 
     /// The report of the interval that ends now; the next one starts at once.
@@ -218,7 +271,7 @@ impl Session {
             ..self.run.clone()
         };
         self.interval_started = Instant::now();
-        report::analyze(&self.recorder.take_interval(), &run)
+        report::analyze(&self.recorder.take_interval(self.view_clock), &run)
     }
 }
 
