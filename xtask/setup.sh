@@ -9,10 +9,11 @@ LLVM_MAJOR=22
 # Build: bpf-linker links libLLVM. Tests: network namespaces, firewall rules, a real server and
 # real load generators, bpftool for the benchmark; the kernel matrix: QEMU, a busybox
 # initramfs, and the tools to unpack Debian's kernel packages and modules.
+# The HTML report's test opens it in headless Chromium.
 PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
   iproute2 nftables nginx-light wrk apache2-utils procps util-linux bpftool
-  qemu-system-x86 busybox-static cpio xz-utils zstd kmod
+  qemu-system-x86 busybox-static cpio xz-utils zstd kmod chromium
 )
 
 say() { echo "setup: $*" >&2; }

@@ -62,9 +62,20 @@ impl Latency {
             p999: us(h.value_at_quantile(0.999)),
             max: us(h.max()),
             mean: round3(h.mean() / 1000.0),
+            spectrum: SPECTRUM
+                .iter()
+                .map(|&percentile| [percentile, us(h.value_at_percentile(percentile))])
+                .collect(),
         }
     }
 }
+
+/// The percentiles of a spectrum: halving the distance to 100 % at each step past 50, as
+/// HdrHistogram's percentile distributions do, to 99.999.
+const SPECTRUM: [f64; 16] = [
+    0.0, 25.0, 50.0, 75.0, 87.5, 90.0, 93.75, 96.875, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995,
+    99.999, 100.0,
+];
 
 /// Microseconds with nanosecond resolution, without binary-float noise in the JSON.
 fn round3(value: f64) -> f64 {

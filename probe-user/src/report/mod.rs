@@ -7,9 +7,11 @@ mod diagnosis;
 mod format;
 #[cfg(test)]
 mod golden;
+mod html;
 mod json;
 mod junit;
 mod markdown;
+mod plots;
 mod prometheus;
 pub mod schema;
 mod sink;
@@ -34,6 +36,8 @@ pub enum Format {
     Markdown,
     /// The thresholds as JUnit test cases (also `--junit FILE`).
     Junit,
+    /// One self-contained page with plots.
+    Html,
 }
 
 impl Report {
@@ -44,6 +48,7 @@ impl Report {
             Format::Prometheus => prometheus::write(self, out),
             Format::Markdown => markdown::write(self, out),
             Format::Junit => junit::write(self, out),
+            Format::Html => html::write(self, out),
         }
     }
 }
@@ -64,6 +69,14 @@ pub(crate) mod sample {
             p999: base * 5.0,
             max: base * 6.0,
             mean: base * 2.5,
+            spectrum: vec![
+                [0.0, base],
+                [50.0, base * 2.0],
+                [90.0, base * 3.0],
+                [99.0, base * 4.0],
+                [99.9, base * 5.0],
+                [100.0, base * 6.0],
+            ],
         };
         let mut report = Report {
             schema: SCHEMA,

@@ -149,6 +149,10 @@ pub struct LatencySummary {
     pub p999: f64,
     pub max: f64,
     pub mean: f64,
+    /// The percentile spectrum: `[percentile, value]` pairs from 0 to 100 (the HTML report's
+    /// plots); empty without samples.
+    #[serde(default)]
+    pub spectrum: Vec<[f64; 2]>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

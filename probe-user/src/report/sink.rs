@@ -100,6 +100,7 @@ pub fn format_of(path: &Path) -> Option<Format> {
         "prom" => Some(Format::Prometheus),
         "txt" => Some(Format::Text),
         "xml" => Some(Format::Junit),
+        "html" | "htm" => Some(Format::Html),
         _ => None,
     }
 }

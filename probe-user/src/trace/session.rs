@@ -159,7 +159,8 @@ impl Session {
                 _ = collect.tick(), if !backlogged => {
                     backlogged = self.drain(DRAIN_BATCH);
                 }
-                _ = poll.tick() => self.poll_kernel(),
+                // With a timeline, each second's boundary polls the kernel instead.
+                _ = poll.tick(), if self.timeline.is_none() => self.poll_kernel(),
                 _ = second.tick(), if self.timeline.is_some() => self.next_second(),
                 Some(request) = self.requests.recv() => self.answer(request),
             }
