@@ -241,33 +241,46 @@ fn is_view_test(path: &Path) -> bool {
     })
 }
 
+/// Runs one integration test binary (`command` ends with it), one test at a time; prints its
+/// failures, and its whole output when it fails, and returns the tests passed and failed (a
+/// binary that printed no result counts as one failure).
+fn run_test_binary(
+    command: &mut Command,
+    synscope: &Path,
+    cell: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let out = command
+        .arg("--test-threads=1")
+        .env("SYNSCOPE_BIN", synscope)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
+    {
+        println!("  VMFAIL {cell}: {line}");
+    }
+    if !out.status.success() {
+        print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let result = text
+        .lines()
+        .rfind(|l| l.starts_with("test result:"))
+        .unwrap_or_default();
+    let passed = crate::count_before(result, " passed");
+    let failed = crate::count_before(result, " failed") + u64::from(result.is_empty());
+    Ok((passed, failed))
+}
+
 /// The views' tests, once, natively, with the hooks auto picks.
 fn view_tests(synscope: &Path, tests: &[PathBuf], tally: &mut Tally) -> anyhow::Result<bool> {
     let started = Instant::now();
     let (mut passed, mut failures) = (0, 0);
     for test in tests {
-        let out = Command::new("timeout")
-            .arg(CELL_LIMIT.as_secs().to_string())
-            .arg(test)
-            .arg("--test-threads=1")
-            .env("SYNSCOPE_BIN", synscope)
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        for line in text
-            .lines()
-            .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
-        {
-            println!("  VMFAIL views: {line}");
-        }
-        if !out.status.success() {
-            print!("{text}{}", String::from_utf8_lossy(&out.stderr));
-        }
-        let result = text
-            .lines()
-            .rfind(|l| l.starts_with("test result:"))
-            .unwrap_or_default();
-        passed += crate::count_before(result, " passed");
-        failures += crate::count_before(result, " failed") + u64::from(result.is_empty());
+        let mut command = Command::new("timeout");
+        command.arg(CELL_LIMIT.as_secs().to_string()).arg(test);
+        let (p, f) = run_test_binary(&mut command, synscope, "views")?;
+        (passed, failures) = (passed + p, failures + f);
     }
     let verdict = if failures == 0 { "PASS" } else { "FAIL" };
     println!(
@@ -311,27 +324,15 @@ fn host_cells(
         let _ = fs::remove_file(&figure_file);
         for test in tests {
             let remaining = CELL_LIMIT.saturating_sub(cell_started.elapsed());
-            let out = Command::new("timeout")
+            let mut command = Command::new("timeout");
+            command
                 .arg(remaining.as_secs().max(1).to_string())
                 .arg(test)
-                .arg("--test-threads=1")
                 .env("SYNSCOPE_HOOKS", backend)
-                .env("SYNSCOPE_FIGURES", &figure_file)
-                .env("SYNSCOPE_BIN", synscope)
-                .output()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            for line in text
-                .lines()
-                .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
-            {
-                println!("  VMFAIL {release} {backend}: {line}");
-            }
-            let result = text
-                .lines()
-                .rfind(|l| l.starts_with("test result:"))
-                .unwrap_or_default();
-            passed += crate::count_before(result, " passed");
-            failures += crate::count_before(result, " failed") + u64::from(result.is_empty());
+                .env("SYNSCOPE_FIGURES", &figure_file);
+            let cell = format!("{release} {backend}");
+            let (p, f) = run_test_binary(&mut command, synscope, &cell)?;
+            (passed, failures) = (passed + p, failures + f);
         }
         if let Ok(text) = fs::read_to_string(&figure_file) {
             figures.add(&release, backend, &text);

@@ -1,5 +1,7 @@
 //! Numbers as people read them, shared by the human-readable formats.
 
+use super::{LatencySummary, ListenerReport};
+
 /// A latency in the unit that keeps it to 3-4 digits: 0.8µs, 45µs, 2.3ms, 150ms, 1.20s.
 pub fn human_us(us: f64) -> String {
     if us < 10.0 {
@@ -21,6 +23,38 @@ pub fn human_ms(ms: u64) -> String {
     } else {
         format!("{:.1} s", ms as f64 / 1e3)
     }
+}
+
+/// A listener's kernel-side figures in three sentences (queues; drops; retransmits, cookies
+/// and Fast Open), `?` where unknown: the same words in every human-readable format.
+pub fn kernel_side(l: &ListenerReport) -> [String; 3] {
+    let known = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+    let known32 = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
+    [
+        format!(
+            "queues: backlog {}, accept queue max {}, SYN queue max {}",
+            known32(l.backlog),
+            known32(l.accept_queue_max),
+            known32(l.syn_queue_max)
+        ),
+        format!(
+            "drops: {} in all, {} accept-queue overflows, {} on a full SYN queue",
+            known(l.drops.listen_drops),
+            known(l.drops.listen_overflows),
+            known(l.drops.syn_queue_full)
+        ),
+        format!(
+            "SYN-ACK retransmits {}, SYN cookies sent {}, TCP Fast Open {}",
+            known(l.synack_retransmits),
+            known(l.cookies.syncookies_sent),
+            known(l.fastopen)
+        ),
+    ]
+}
+
+/// min, p50, p90, p99, p99.9, max and mean, each in its unit; `None` without samples.
+pub fn latency_cells(s: &LatencySummary) -> Option<[String; 7]> {
+    (s.count > 0).then(|| [s.min, s.p50, s.p90, s.p99, s.p999, s.max, s.mean].map(human_us))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, io::Write};
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, human_us},
+    format::{human_ms, kernel_side, latency_cells},
     plots::{self, Line},
     thresholds,
 };
@@ -152,22 +152,7 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
         write_row(out, label, s)?;
     }
     writeln!(out, "</table>")?;
-    let known = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
-    let known32 = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
-    writeln!(
-        out,
-        "<p>Drops: {} in all, {} accept-queue overflows, {} on a full SYN queue. Queues: \
-         backlog {}, accept queue max {}, SYN queue max {}. SYN-ACK retransmits {}, SYN cookies \
-         sent {}.</p>",
-        known(l.drops.listen_drops),
-        known(l.drops.listen_overflows),
-        known(l.drops.syn_queue_full),
-        known32(l.backlog),
-        known32(l.accept_queue_max),
-        known32(l.syn_queue_max),
-        known(l.synack_retransmits),
-        known(l.cookies.syncookies_sent)
-    )?;
+    writeln!(out, "<p>{}.</p>", kernel_side(l).join(". "))?;
     for advice in diagnosis::diagnose(l, report) {
         writeln!(out, "<p class=\"advice\">{}</p>", escape(&advice))?;
     }
@@ -175,14 +160,7 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
 }
 
 fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Result<()> {
-    let cells: Vec<String> = if s.count == 0 {
-        vec![String::new(); 7]
-    } else {
-        [s.min, s.p50, s.p90, s.p99, s.p999, s.max, s.mean]
-            .iter()
-            .map(|&v| human_us(v))
-            .collect()
-    };
+    let cells = latency_cells(s).unwrap_or_default();
     writeln!(
         out,
         "<tr><td>{label}</td><td>{}</td><td>{}</td></tr>",

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, human_us},
+    format::{human_ms, kernel_side, latency_cells},
     thresholds,
 };
 
@@ -88,29 +88,10 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
     ] {
         write_row(out, label, summary)?;
     }
-    let known = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
-    let known32 = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
-    writeln!(
-        out,
-        "\n- drops: {} in all, {} accept-queue overflows, {} on a full SYN queue",
-        known(l.drops.listen_drops),
-        known(l.drops.listen_overflows),
-        known(l.drops.syn_queue_full)
-    )?;
-    writeln!(
-        out,
-        "- queues: backlog {}, accept queue max {}, SYN queue max {}",
-        known32(l.backlog),
-        known32(l.accept_queue_max),
-        known32(l.syn_queue_max)
-    )?;
-    writeln!(
-        out,
-        "- SYN-ACK retransmits {}, SYN cookies sent {}, TCP Fast Open {}",
-        known(l.synack_retransmits),
-        known(l.cookies.syncookies_sent),
-        known(l.fastopen)
-    )?;
+    writeln!(out)?;
+    for line in kernel_side(l) {
+        writeln!(out, "- {line}")?;
+    }
     for advice in diagnosis::diagnose(l, report) {
         writeln!(out, "- ⚠️ {}", escape(&advice))?;
     }
@@ -119,22 +100,8 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
 }
 
 fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Result<()> {
-    if s.count == 0 {
-        writeln!(out, "| {label} | 0 | | | | | | | |")?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
-        s.count,
-        human_us(s.min),
-        human_us(s.p50),
-        human_us(s.p90),
-        human_us(s.p99),
-        human_us(s.p999),
-        human_us(s.max),
-        human_us(s.mean)
-    )?;
+    let cells = latency_cells(s).unwrap_or_default();
+    writeln!(out, "| {label} | {} | {} |", s.count, cells.join(" | "))?;
     Ok(())
 }
 

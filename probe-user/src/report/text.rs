@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, human_us},
+    format::{human_ms, kernel_side, latency_cells},
     thresholds,
 };
 use crate::trace::hooks::Stage;
@@ -104,50 +104,23 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport) -> anyhow::Result<()>
 }
 
 fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Result<()> {
-    if s.count == 0 {
+    let Some(cells) = latency_cells(s) else {
         writeln!(out, "  {label:<12}{:>7}       -", 0)?;
         return Ok(());
+    };
+    write!(out, "  {label:<12}{:>7}", s.count)?;
+    for cell in cells {
+        write!(out, "{cell:>8}")?;
     }
-    writeln!(
-        out,
-        "  {label:<12}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}",
-        s.count,
-        human_us(s.min),
-        human_us(s.p50),
-        human_us(s.p90),
-        human_us(s.p99),
-        human_us(s.p999),
-        human_us(s.max),
-        human_us(s.mean)
-    )?;
+    writeln!(out)?;
     Ok(())
 }
 
 /// Queues and drops, one line each.
 fn write_kernel_side(out: &mut dyn Write, l: &ListenerReport) -> anyhow::Result<()> {
-    let known = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
-    let known32 = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
-    writeln!(
-        out,
-        "  queues: backlog {}, accept queue max {}, SYN queue max {}",
-        known32(l.backlog),
-        known32(l.accept_queue_max),
-        known32(l.syn_queue_max)
-    )?;
-    writeln!(
-        out,
-        "  drops: {} in all, {} accept-queue overflows, {} on a full SYN queue",
-        known(l.drops.listen_drops),
-        known(l.drops.listen_overflows),
-        known(l.drops.syn_queue_full),
-    )?;
-    writeln!(
-        out,
-        "  SYN-ACK retransmits {}, SYN cookies sent {}, TCP Fast Open {}",
-        known(l.synack_retransmits),
-        known(l.cookies.syncookies_sent),
-        known(l.fastopen)
-    )?;
+    for line in kernel_side(l) {
+        writeln!(out, "  {line}")?;
+    }
     Ok(())
 }
 
