@@ -14,6 +14,11 @@ pub async fn run(args: &TraceArgs, command: &[OsString]) -> anyhow::Result<u8> {
         bail!("--duration does not apply to run: tracing lasts as long as the command");
     }
     let mut session = super::start_session(&options)?;
+    let shown: Vec<String> = command
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    session.set_command(shown.join(" "));
     let mut child = spawn(command)?;
     let status = session
         .trace_until(signals::wait_for_command(&mut child))

@@ -18,6 +18,8 @@ pub struct RunInfo {
     pub ports: Vec<u16>,
     pub kernel: String,
     pub duration_ms: u64,
+    /// The traced command (`synscope run`), as a shell would show it.
+    pub command: Option<String>,
 }
 
 /// Listeners that saw traffic (or drops), ordered by namespace and port.
@@ -139,6 +141,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
     Report {
         schema: SCHEMA,
         kernel: run.kernel.clone(),
+        command: run.command.clone(),
         hooks: visibility.hooks.clone(),
         unobserved: visibility.unobserved.clone(),
         duration_ms: run.duration_ms,
@@ -252,6 +255,7 @@ mod tests {
             ports: Vec::new(),
             kernel: "6.18.0".into(),
             duration_ms: 1_000,
+            command: None,
         }
     }
 

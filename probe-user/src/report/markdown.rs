@@ -18,6 +18,9 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         report.kernel,
         report.lost_events
     )?;
+    if let Some(command) = &report.command {
+        writeln!(out, "Command: `{}`\n", command.replace('`', "'"))?;
+    }
     let broken = report.thresholds.iter().filter(|t| !t.held).count();
     if !report.thresholds.is_empty() {
         let verdict = match broken {

@@ -81,6 +81,7 @@ pub(crate) mod sample {
         let mut report = Report {
             schema: SCHEMA,
             kernel: "6.18.44".into(),
+            command: Some("wrk -c 200 -d 10s http://127.0.0.1:8080/".into()),
             hooks: [
                 ("syn".to_owned(), "tp_btf/consume_skb".to_owned()),
                 ("listen_drops".to_owned(), "unavailable".to_owned()),

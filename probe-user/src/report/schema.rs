@@ -18,6 +18,9 @@ pub const JSON_SCHEMA: &str = include_str!("../../schema/report-1.json");
 pub struct Report {
     pub schema: u32,
     pub kernel: String,
+    /// The traced command (`synscope run`), null otherwise.
+    #[serde(default)]
+    pub command: Option<String>,
     /// Stage -> the hook that observed it.
     pub hooks: BTreeMap<String, String>,
     /// Stages no hook observes on this kernel -> why (figures that depend on them are null).

@@ -106,6 +106,7 @@ impl Session {
                 ports: options.ports.clone(),
                 kernel: preflight::kernel_release(),
                 duration_ms: 0,
+                command: None,
             },
             started: Instant::now(),
             requests,
@@ -119,6 +120,11 @@ impl Session {
         SessionHandle {
             requests: self.requests_sender.clone(),
         }
+    }
+
+    /// Names the traced command in the reports.
+    pub fn set_command(&mut self, command: String) {
+        self.run.command = Some(command);
     }
 
     /// Keeps a per-second timeline of every port (the report's `timeline`, and the histograms
