@@ -207,9 +207,14 @@ pub fn stage_counts(listener: &ListenerReport) -> [(&'static str, u64); 3] {
 /// Runs `synscope run --format json -- ip netns exec NS sh -c SCRIPT`: a whole script inside
 /// one namespace.
 pub fn synscope_run_in(netns: &Netns, script: &str) -> Traced {
+    synscope_run_in_with(netns, &[], script)
+}
+
+/// [`synscope_run_in`] with more of synscope's options.
+pub fn synscope_run_in_with(netns: &Netns, extra_args: &[&str], script: &str) -> Traced {
     let mut argv = netns.exec();
     argv.extend(["sh".to_owned(), "-c".to_owned(), script.to_owned()]);
-    synscope_run(&[], &shell(&argv))
+    synscope_run(extra_args, &shell(&argv))
 }
 
 /// Sets a net sysctl inside `netns` (they are per namespace).

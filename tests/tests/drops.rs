@@ -4,7 +4,7 @@
 
 use synscope::report::Drops;
 use synscope_tests::{
-    Netns, Traced, exact_figures, final_ack_drop, netns_sysctl, require_root, synscope_run_in,
+    Netns, Traced, exact_figures, final_ack_drop, netns_sysctl, require_root, synscope_run_in_with,
 };
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
@@ -12,8 +12,18 @@ const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 /// Runs `script` in `netns` under synscope; returns the report and the namespace's counter
 /// deltas over the run, read independently of synscope.
 fn trace_with_counters(netns: &Netns, script: &str, counters: &[&str]) -> (Traced, Vec<u64>) {
+    trace_with_counters_and(netns, &[], script, counters)
+}
+
+/// [`trace_with_counters`] with more of synscope's options.
+fn trace_with_counters_and(
+    netns: &Netns,
+    extra_args: &[&str],
+    script: &str,
+    counters: &[&str],
+) -> (Traced, Vec<u64>) {
     let before: Vec<u64> = counters.iter().map(|c| netns.tcp_ext(c)).collect();
-    let traced = synscope_run_in(netns, script);
+    let traced = synscope_run_in_with(netns, extra_args, script);
     let after: Vec<u64> = counters.iter().map(|c| netns.tcp_ext(c)).collect();
     let deltas: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     for (counter, delta) in counters.iter().zip(&deltas) {
@@ -346,13 +356,30 @@ fn syncookies_per_port_when_syn_queues_fill() {
         "wait".into(),
     ]
     .join("\n");
-    let (traced, deltas) = trace_with_counters(&netns, &script, &["SyncookiesSent"]);
+    // A gate on the figure: where the kernel cannot observe it, it holds only because that is
+    // allowed, and says so (without --allow-unobservable it would break: see the unit tests).
+    let gate = [
+        "--fail-if",
+        "7651:syncookies_sent > 100000",
+        "--allow-unobservable",
+    ];
+    let (traced, deltas) = trace_with_counters_and(&netns, &gate, &script, &["SyncookiesSent"]);
     let sent = |port| traced.listener(&netns, port).cookies.syncookies_sent;
+    let threshold = &traced.report.thresholds[0];
+    assert!(threshold.held, "{threshold:#?}");
     if !drops_are_events(&traced) {
         // Two listeners received SYNs: the namespace's counter cannot be split.
         assert_eq!((sent(7651), sent(7652)), (None, None));
+        assert_eq!(threshold.value, None, "{threshold:#?}");
+        let reason = threshold.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("not observable"), "{threshold:#?}");
         return;
     }
+    assert_eq!(
+        threshold.value,
+        sent(7651).map(|v| v as f64),
+        "{threshold:#?}"
+    );
     let (a, b) = (sent(7651).unwrap(), sent(7652).unwrap());
     assert!(a > b && b > 0, "cookies {a} and {b}");
     assert_eq!(a + b, deltas[0], "per-port cookies against SyncookiesSent");
