@@ -183,7 +183,7 @@ impl Session {
         self.drain(FINAL_DRAIN);
         match request {
             Request::SoFar(reply) => {
-                let _ = reply.send(self.report());
+                let _ = reply.send(self.report_so_far());
             }
             Request::Interval(reply) => {
                 let _ = reply.send(self.take_interval());
@@ -241,12 +241,18 @@ impl Session {
         }
     }
 
-    /// The report of everything since the start; with a timeline, its last (partial) second
-    /// is closed first.
+    /// The final report of everything since the start; with a timeline, its last (partial)
+    /// second is closed first. Call it once tracing has ended.
     pub fn report(&mut self) -> Report {
         if self.timeline.is_some() {
             self.next_second();
         }
+        self.report_so_far()
+    }
+
+    /// The report of everything since the start, the timeline's seconds so far included; the
+    /// current second goes on.
+    fn report_so_far(&mut self) -> Report {
         self.read_kernel_counters();
         let run = RunInfo {
             duration_ms: self.started.elapsed().as_millis() as u64,
