@@ -50,7 +50,7 @@ fn check_finds_a_full_accept_queue() {
     assert_eq!(
         seen.split_whitespace().nth(1),
         Some("3"),
-        "the scenario's listener never held 3 connections within 30 s (ss: {seen})"
+        "the scenario's listener never held 3 connections within 30 s (ss: {seen:?})"
     );
 
     let output = Command::new(synscope_bin())

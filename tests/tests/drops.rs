@@ -40,7 +40,11 @@ fn trace_with_counters_and(
 /// test if the figure is null.
 fn drops(traced: &Traced, netns: &Netns, port: u16, field: fn(&Drops) -> Option<u64>) -> u64 {
     let listener = traced.listener(netns, port);
-    assert_eq!(listener.drops.attribution, "exact", "{listener:#?}");
+    assert_eq!(
+        listener.drops.attribution, "exact",
+        "drops {:#?} of {listener:#?}",
+        listener.drops
+    );
     field(&listener.drops)
         .unwrap_or_else(|| panic!("a drops figure of port {port} is null in {listener:#?}"))
 }

@@ -101,8 +101,9 @@ fn intervals_add_up_to_the_whole_run() {
         .map(|l| l.accept_wait_us.max)
         .fold(0.0, f64::max);
     assert_eq!(interval_max, whole_listener.accept_wait_us.max);
-    // Each interval's accept waits are the 20 ms delay, as the whole run's are.
-    for l in &busy {
+    // Each interval's accept waits are the 20 ms delay, as the whole run's are (an interval
+    // may hold only handshakes, whose accepts fall in the next).
+    for l in busy.iter().filter(|l| l.accept_wait_us.count > 0) {
         assert!(
             l.accept_wait_us.min >= 20_000.0 * 0.999,
             "{:?}",

@@ -44,7 +44,7 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
     grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
-    grep -A40 "panicked at" /tmp/log | head -80 | sed "s|^|VMLOG   |"
+    grep -A200 "panicked at" /tmp/log | head -240 | sed "s|^|VMLOG   |"
   done
   [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
