@@ -91,6 +91,22 @@ pub enum Command {
     },
     /// Start a local server with a slow single-threaded handler, load it, and show the report.
     Demo,
+    /// Trace until stopped and serve Prometheus metrics on /metrics (and /healthz): per
+    /// listener histograms of handshake, accept-queue wait and SYN->accept, drop counters and
+    /// queue gauges.
+    Serve {
+        /// Address and port to answer scrapes on.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9857")]
+        listen: std::net::SocketAddr,
+        /// Listeners with series of their own; beyond, they fold into port="other" (counted by
+        /// synscope_folded_listeners_total).
+        #[arg(long, value_name = "N", default_value_t = 200,
+              value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_listeners: u64,
+        /// A listener closed and quiet for this long leaves the exposition.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        forget_after: Duration,
+    },
     /// Can synscope trace here? Kernel, hooks, queue sysctls and every listening socket at risk.
     /// Exits 0 when it can trace.
     Check,

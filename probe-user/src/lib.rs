@@ -6,6 +6,7 @@
 //! - [`trace`] loads and attaches the kernel programs (the hook plan) and runs a session;
 //! - [`model`] holds what a session observed;
 //! - [`report`] turns observations into the report (a pure function) and renders it;
+//! - [`serve`] keeps the Prometheus endpoint's series;
 //! - [`commands`] has one file per subcommand of the `synscope` binary.
 
 pub mod cli;
@@ -13,4 +14,5 @@ pub mod commands;
 pub mod host;
 pub mod model;
 pub mod report;
+pub mod serve;
 pub mod trace;

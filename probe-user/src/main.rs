@@ -29,6 +29,18 @@ fn main() -> ExitCode {
             Some(Command::Run { command }) => commands::run::run(args, command).await,
             Some(Command::Check) => commands::check::run(args.hooks),
             Some(Command::Demo) => commands::demo::run(args).await,
+            Some(Command::Serve {
+                listen,
+                max_listeners,
+                forget_after,
+            }) => {
+                let options = commands::serve::ServeOptions {
+                    listen: *listen,
+                    max_listeners: *max_listeners as usize,
+                    forget_after: *forget_after,
+                };
+                commands::serve::run(args, &options).await
+            }
             None => commands::trace::run(args).await,
         }
     });

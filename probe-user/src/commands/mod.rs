@@ -4,6 +4,7 @@
 pub mod check;
 pub mod demo;
 pub mod run;
+pub mod serve;
 pub mod trace;
 
 use crate::{

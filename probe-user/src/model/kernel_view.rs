@@ -22,6 +22,9 @@ struct SocketTrack {
     drops_first: u32,
     drops_last: u32,
     accept_queue_max: u32,
+    /// The accept queue at the latest poll that saw the socket, and that poll's number.
+    accept_queue_last: u32,
+    last_poll: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -29,6 +32,13 @@ struct NetnsTrack {
     baseline: Counters,
     latest: Counters,
     sysctls: Sysctls,
+}
+
+/// A listener's accept queue at one poll.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueNow {
+    pub length: u32,
+    pub backlog: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -69,10 +79,14 @@ impl KernelView {
                         drops_first: if first { listener.drops } else { 0 },
                         drops_last: listener.drops,
                         accept_queue_max: 0,
+                        accept_queue_last: 0,
+                        last_poll: 0,
                     });
                 socket.backlog = listener.backlog;
                 socket.drops_last = listener.drops;
                 socket.accept_queue_max = socket.accept_queue_max.max(listener.accept_queue);
+                socket.accept_queue_last = listener.accept_queue;
+                socket.last_poll = self.observations;
             }
         }
     }
@@ -91,6 +105,8 @@ impl KernelView {
                 drops_first: 0,
                 drops_last: drops,
                 accept_queue_max: 0,
+                accept_queue_last: 0,
+                last_poll: 0,
             });
         socket.drops_last = drops;
     }
@@ -120,6 +136,22 @@ impl KernelView {
     /// Largest accept queue seen by polling (the kernel programs see the true maximum).
     pub fn accept_queue_max(&self, key: ListenerKey) -> Option<u32> {
         self.sockets_of(key).map(|s| s.accept_queue_max).max()
+    }
+
+    /// Listeners open at the latest poll: their accept queue then (the longest of their
+    /// sockets') and their backlog.
+    pub fn open_listeners(&self) -> BTreeMap<ListenerKey, QueueNow> {
+        let mut open: BTreeMap<ListenerKey, QueueNow> = BTreeMap::new();
+        let latest = self
+            .sockets
+            .values()
+            .filter(|s| self.observations > 0 && s.last_poll == self.observations);
+        for socket in latest {
+            let queue = open.entry(socket.key).or_default();
+            queue.length = queue.length.max(socket.accept_queue_last);
+            queue.backlog = queue.backlog.max(socket.backlog);
+        }
+        open
     }
 
     pub fn addrs(&self, key: ListenerKey) -> BTreeSet<IpAddr> {

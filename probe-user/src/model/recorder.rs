@@ -12,6 +12,9 @@ pub struct IntervalClock(usize);
 #[derive(Debug)]
 pub struct Recorder {
     whole: Observations,
+    /// False for a long-running view (`serve`) that only takes intervals: the whole run is
+    /// not kept, so memory stays flat however long it runs and however many ports come and go.
+    keep_whole: bool,
     intervals: Vec<Observations>,
     /// The latest pass over the namespaces: the baseline of the next interval.
     last_poll: Option<Vec<NetnsState>>,
@@ -21,9 +24,16 @@ impl Recorder {
     pub fn new(visibility: Visibility) -> Self {
         Self {
             whole: Observations::new(visibility),
+            keep_whole: true,
             intervals: Vec::new(),
             last_poll: None,
         }
+    }
+
+    /// Stops keeping the whole run: from now on `whole()` holds only the visibility.
+    pub fn forget_whole_run(&mut self) {
+        self.keep_whole = false;
+        self.whole = Observations::new(self.whole.visibility.clone());
     }
 
     /// A new interval clock, its first interval starting now.
@@ -40,7 +50,9 @@ impl Recorder {
         for interval in &mut self.intervals {
             interval.observe(observation.clone());
         }
-        self.whole.observe(observation);
+        if self.keep_whole {
+            self.whole.observe(observation);
+        }
     }
 
     /// Everything since the start.

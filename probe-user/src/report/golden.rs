@@ -1,5 +1,6 @@
 //! Golden outputs: every format of the fixed sample report ([`super::sample::report`]), byte
-//! for byte, in `src/report/golden/sample.{txt,json,prom,md,xml}`. The files document each format: a
+//! for byte, in `src/report/golden/sample.{txt,json,prom,md,xml}`, and `serve`'s `/metrics`
+//! page of a fixed state in `serve.prom`. The files document each format: a
 //! change to a format shows in their diff. To accept a change, rewrite them with
 //! `SYNSCOPE_UPDATE_GOLDEN=1 cargo test -p probe-user golden` and review that diff.
 
@@ -12,6 +13,16 @@ const UPDATE: &str = "SYNSCOPE_UPDATE_GOLDEN";
 fn check(format: Format, file: &str) {
     let mut actual = Vec::new();
     sample::report().write(format, &mut actual).unwrap();
+    compare(
+        file,
+        &actual,
+        &format!("the {format:?} output of the sample report"),
+    );
+}
+
+/// Compares `actual` (`what` it is) with the golden file `file`, or rewrites the file when
+/// asked to.
+pub(crate) fn compare(file: &str, actual: &[u8], what: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/report/golden")
         .join(file);
@@ -42,7 +53,7 @@ fn check(format: Format, file: &str) {
         .find(|(_, want, got)| want != got)
         .expect("the outputs differ somewhere");
     panic!(
-        "the {format:?} output of the sample report differs from {} at line {line}:\n  \
+        "{what} differs from {} at line {line}:\n  \
          expected: {}\n  actual:   {}\n\
          The whole output:\n{actual}\n\
          If the change is intended: {UPDATE}=1 cargo test -p probe-user golden, then review \

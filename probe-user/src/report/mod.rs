@@ -6,7 +6,7 @@ mod analysis;
 mod diagnosis;
 mod format;
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 mod html;
 mod json;
 mod junit;

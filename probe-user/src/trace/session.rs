@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     host::{inventory, preflight},
-    model::{IntervalClock, Observation, Recorder, Visibility},
+    model::{IntervalClock, Observation, Observations, Recorder, Visibility},
     report::{self, Report, RunInfo, Timeline},
 };
 
@@ -57,6 +57,15 @@ pub struct Session {
 enum Request {
     SoFar(oneshot::Sender<Report>),
     Interval(oneshot::Sender<Report>),
+    IntervalDetail(oneshot::Sender<IntervalDetail>),
+    Ping(oneshot::Sender<()>),
+}
+
+/// One interval as its report and the observations it was made from (the histograms' values,
+/// the kernel's latest view of every socket), for views that need more than the report.
+pub struct IntervalDetail {
+    pub report: Report,
+    pub observations: Observations,
 }
 
 /// A view's way to ask the running session for figures, without stopping it. Answers come
@@ -79,7 +88,17 @@ impl SessionHandle {
         self.ask(Request::Interval).await
     }
 
-    async fn ask(&self, request: fn(oneshot::Sender<Report>) -> Request) -> Option<Report> {
+    /// The last interval with its observations; like `interval`, one view should take them.
+    pub async fn interval_detail(&self) -> Option<IntervalDetail> {
+        self.ask(Request::IntervalDetail).await
+    }
+
+    /// Whether the session is still collecting (it answers between batches of events).
+    pub async fn alive(&self) -> bool {
+        self.ask(Request::Ping).await.is_some()
+    }
+
+    async fn ask<T>(&self, request: fn(oneshot::Sender<T>) -> Request) -> Option<T> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(request(reply)).ok()?;
         answer.await.ok()
@@ -188,6 +207,16 @@ impl Session {
             Request::Interval(reply) => {
                 let _ = reply.send(self.take_interval());
             }
+            Request::IntervalDetail(reply) => {
+                let (report, observations) = self.take_interval_detail();
+                let _ = reply.send(IntervalDetail {
+                    report,
+                    observations,
+                });
+            }
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -274,8 +303,18 @@ impl Session {
         timeline.write_hdr_log(out, started)
     }
 
+    /// For a view that runs for days and only takes intervals (`serve`): the whole run is not
+    /// kept, and `report()` has nothing to say.
+    pub fn forget_whole_run(&mut self) {
+        self.recorder.forget_whole_run();
+    }
+
     /// The report of the interval that ends now; the next one starts at once.
     pub fn take_interval(&mut self) -> Report {
+        self.take_interval_detail().0
+    }
+
+    fn take_interval_detail(&mut self) -> (Report, Observations) {
         // The boundary: a fresh look at the kernel ends this interval and begins the next.
         self.poll_kernel();
         self.read_kernel_counters();
@@ -284,7 +323,8 @@ impl Session {
             ..self.run.clone()
         };
         self.interval_started = Instant::now();
-        report::analyze(&self.recorder.take_interval(self.view_clock), &run)
+        let observations = self.recorder.take_interval(self.view_clock);
+        (report::analyze(&observations, &run), observations)
     }
 }
 
