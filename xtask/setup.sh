@@ -4,6 +4,9 @@
 set -euo pipefail
 
 RUST_TOOLCHAIN=1.98.0       # aya 0.16 needs >= 1.98; its LLVM (22) must match bpf-linker's
+# cargo xtask dist: a static synscope. Rust's musl target brings its own libc and start files,
+# so no musl-tools are needed.
+DIST_TARGET=x86_64-unknown-linux-musl
 BPF_LINKER_VERSION=0.13.0
 LLVM_MAJOR=22
 # Build: bpf-linker links libLLVM. Tests: network namespaces, firewall rules, a real server and
@@ -43,6 +46,10 @@ if ! rustup run "$RUST_TOOLCHAIN" rustc --version >/dev/null 2>&1 \
    || ! grep -q '^rustfmt' <<<"$installed"; then
   say "installing Rust ${RUST_TOOLCHAIN} with rust-src, clippy and rustfmt"
   rustup toolchain install "$RUST_TOOLCHAIN" --profile minimal -c rust-src -c clippy -c rustfmt >/dev/null
+fi
+if ! rustup target list --toolchain "$RUST_TOOLCHAIN" --installed 2>/dev/null | grep -qx "$DIST_TARGET"; then
+  say "adding the ${DIST_TARGET} target to Rust ${RUST_TOOLCHAIN} (cargo xtask dist)"
+  rustup target add --toolchain "$RUST_TOOLCHAIN" "$DIST_TARGET" >/dev/null
 fi
 
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then

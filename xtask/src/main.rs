@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask test`, `cargo xtask demo`.
+//! Project tasks: `cargo xtask test`, `cargo xtask demo`, `cargo xtask dist`.
 //!
 //! Run `xtask/setup.sh` first on a new machine: it installs the toolchain, bpf-linker and the
 //! packages the tests use.
@@ -12,6 +12,7 @@ use std::{
 
 mod bench;
 mod commands;
+mod dist;
 mod figures;
 mod vm;
 
@@ -31,6 +32,8 @@ enum Task {
     Test,
     /// Build synscope and run `synscope demo`.
     Demo,
+    /// A static (musl), stripped synscope in target/dist, to copy to any x86-64 Linux.
+    Dist,
     /// Measure what tracing costs a loopback connect/accept loop (as root).
     Bench,
     /// The integration tests per backend: natively on this kernel, and on Debian's 5.10, 6.1
@@ -92,6 +95,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             matrix?;
         }
         Task::Bench => bench::run(&root)?,
+        Task::Dist => dist::run(&root)?,
         Task::VmTest(selection) => {
             vm::run(&root, &selection)?;
         }
