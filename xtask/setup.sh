@@ -12,11 +12,13 @@ LLVM_MAJOR=22
 # Build: bpf-linker links libLLVM. Tests: network namespaces, firewall rules, a real server and
 # real load generators, bpftool for the benchmark; the kernel matrix: QEMU, a busybox
 # initramfs, and the tools to unpack Debian's kernel packages and modules.
-# The HTML report's test opens it in headless Chromium.
+# The HTML report's test opens it in headless Chromium; serve's test has a real Prometheus
+# scrape it (and promtool lint it); top's test reads its screen through tmux.
 PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
   iproute2 nftables nginx-light wrk apache2-utils procps util-linux bpftool
   qemu-system-x86 busybox-static cpio xz-utils zstd kmod chromium
+  prometheus curl tmux
 )
 
 say() { echo "setup: $*" >&2; }
@@ -35,10 +37,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get could not install ${missing[*]} (llvm-${LLVM_MAJOR}-dev comes from Debian's bookworm-security or newer)"
 fi
-# nginx-light starts a service on port 80 when installed; the tests start their own nginx.
-if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
-  systemctl stop nginx || true
-fi
+# nginx-light and prometheus start services when installed; the tests start their own.
+for service in nginx prometheus; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
 
 installed=$(rustup component list --toolchain "$RUST_TOOLCHAIN" --installed 2>/dev/null || true)
 if ! rustup run "$RUST_TOOLCHAIN" rustc --version >/dev/null 2>&1 \

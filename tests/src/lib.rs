@@ -15,6 +15,8 @@ use std::{
     },
 };
 
+pub mod background;
+
 use serde_json::Value;
 use synscope::{
     host::counters::parse_pairs,
@@ -288,7 +290,8 @@ pub fn parse_report(text: &str) -> Report {
         .unwrap_or_else(|e| panic!("the report does not deserialize ({e}):\n{text}"))
 }
 
-fn tempdir() -> PathBuf {
+/// A fresh directory under the system's temporary directory.
+pub fn tempdir() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "synscope-test-{}-{}",
