@@ -91,6 +91,13 @@ pub enum Command {
     },
     /// Start a local server with a slow single-threaded handler, load it, and show the report.
     Demo,
+    /// One line per accepted connection: time, acceptor, addresses, handshake, accept wait,
+    /// SYN->accept and flags; and one per drop the hooks see as an event. --format json gives
+    /// NDJSON (a start record, then one per line, then a summary).
+    Trace {
+        #[command(flatten)]
+        filters: TraceFilters,
+    },
     /// Trace until stopped and serve Prometheus metrics on /metrics (and /healthz): per
     /// listener histograms of handshake, accept-queue wait and SYN->accept, drop counters and
     /// queue gauges.
@@ -110,6 +117,20 @@ pub enum Command {
     /// Can synscope trace here? Kernel, hooks, queue sysctls and every listening socket at risk.
     /// Exits 0 when it can trace.
     Check,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceFilters {
+    /// Only connections in this network namespace (its inode number, as `ls -i
+    /// /proc/PID/ns/net` and the report show it).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Option<u32>,
+    /// Only connections accepted by this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only connections whose SYN->accept took longer than this (e.g. 10ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_wait: Option<Duration>,
 }
 
 /// Help and version go to stdout as clap prints them; errors become one line on stderr.

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Some(Command::Run { command }) => commands::run::run(args, command).await,
             Some(Command::Check) => commands::check::run(args.hooks),
+            Some(Command::Trace { filters }) => commands::trace::run(args, filters).await,
             Some(Command::Demo) => commands::demo::run(args).await,
             Some(Command::Serve {
                 listen,
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
                 };
                 commands::serve::run(args, &options).await
             }
-            None => commands::trace::run(args).await,
+            None => commands::report::run(args).await,
         }
     });
     match result {

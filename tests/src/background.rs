@@ -10,43 +10,53 @@ use std::{
 pub struct Background {
     pub name: String,
     child: Child,
+    out: std::path::PathBuf,
     log: std::path::PathBuf,
 }
 
 impl Background {
-    /// Starts `command` with its output in a log file (shown by [`Background::log`]).
+    /// Starts `command` with its standard output and error in files (read back by
+    /// [`Background::stdout`] and [`Background::log`]).
     pub fn start(name: &str, command: &mut Command) -> Self {
-        let log = super::tempdir().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("create the log file");
+        let dir = super::tempdir();
+        let out = dir.join("stdout");
+        let log = dir.join("stderr");
+        let create = |path: &std::path::Path| std::fs::File::create(path).expect("create a file");
         let child = command
             .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone the log file"))
-            .stderr(file)
+            .stdout(create(&out))
+            .stderr(create(&log))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Self {
             name: name.to_owned(),
             child,
+            out,
             log,
         }
     }
 
-    /// What it printed so far.
-    pub fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(&self.log) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
+    /// What it wrote to standard output so far.
+    pub fn stdout(&self) -> String {
+        read(&self.out)
     }
 
-    /// Waits until `ready` holds, failing the test (with the log) after `timeout` or if the
+    /// Both its outputs so far, for failure messages.
+    pub fn log(&self) -> String {
+        format!("{}{}", read(&self.out), read(&self.log))
+    }
+
+    /// Waits until `ready` (given the process, to read its output) holds, failing the test (with the log) after `timeout` or if the
     /// process exits first.
-    pub fn wait_until(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    pub fn wait_until(&mut self, timeout: Duration, mut ready: impl FnMut(&Self) -> bool) {
         let started = Instant::now();
-        while !ready() {
+        while !ready(self) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}) before it was ready:\n{}", self.name, self.log());
+                panic!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             assert!(
                 started.elapsed() < timeout,
@@ -72,6 +82,14 @@ impl Drop for Background {
             self.stop();
         }
     }
+}
+
+fn read(path: &std::path::Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
 }
 
 /// A TCP port free on the host's loopback now (the kernel picks it).

@@ -56,7 +56,7 @@ fn prometheus_finds_the_known_accept_delay() {
         ]),
     );
     let healthz = format!("http://{metrics_addr}/healthz");
-    serve.wait_until(Duration::from_secs(60), || http_get(&healthz).is_some());
+    serve.wait_until(Duration::from_secs(60), |_| http_get(&healthz).is_some());
 
     let dir = tempdir();
     let config = dir.join("prometheus.yml");
@@ -78,10 +78,10 @@ fn prometheus_finds_the_known_accept_delay() {
             &format!("--web.listen-address={prometheus_addr}"),
         ]),
     );
-    prometheus.wait_until(Duration::from_secs(60), || {
+    prometheus.wait_until(Duration::from_secs(60), |_| {
         http_get(&format!("http://{prometheus_addr}/-/ready")).is_some()
     });
-    prometheus.wait_until(Duration::from_secs(30), || {
+    prometheus.wait_until(Duration::from_secs(30), |_| {
         query(&prometheus_addr, "up{job=\"synscope\"}") == Some(1.0)
     });
 
@@ -96,9 +96,11 @@ fn prometheus_finds_the_known_accept_delay() {
     )));
     let selector = format!("{{netns=\"{}\",port=\"{PORT}\"}}", netns.inode);
     // A few scrapes after the last accept, Prometheus holds them all.
-    prometheus.wait_until(Duration::from_secs(30), || {
-        query(&prometheus_addr, &format!("synscope_accepted_total{selector}"))
-            == Some(CONNECTIONS as f64)
+    prometheus.wait_until(Duration::from_secs(30), |_| {
+        query(
+            &prometheus_addr,
+            &format!("synscope_accepted_total{selector}"),
+        ) == Some(CONNECTIONS as f64)
     });
 
     // synscope's own figures: every wait in the (0.1 s, 0.25 s] bucket, the mean at the delay
@@ -160,7 +162,10 @@ fn prometheus_finds_the_known_accept_delay() {
     std::fs::write(&page_file, &page).unwrap();
     let lint = Command::new("sh")
         .arg("-c")
-        .arg(format!("promtool check metrics < '{}'", page_file.display()))
+        .arg(format!(
+            "promtool check metrics < '{}'",
+            page_file.display()
+        ))
         .output()
         .expect("run promtool");
     assert!(
@@ -188,7 +193,10 @@ fn serve_refuses_report_options_and_a_busy_port() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
 
     let out = Command::new(synscope_bin())
         .args(["serve", "--fail-if", "drops > 0"])

@@ -1,26 +1,76 @@
-//! `synscope [--duration D]`: trace every listening port (or those of `--port`) until the
-//! duration passes or Ctrl-C, then report.
+//! `synscope trace`: one line per accepted connection (and per drop seen as an event) until
+//! the duration passes or Ctrl-C, or standard output closes.
 
-use crate::{cli::TraceArgs, trace::signals};
+use std::{io::Write, time::Instant};
 
-pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
-    let options = super::trace_options(args)?;
-    let mut sink = super::open_sink(args)?;
-    let mut session = super::start_session(&options)?;
-    match args.duration {
-        Some(duration) => {
-            eprintln!(
-                "synscope: tracing for {} (Ctrl-C to stop early)",
-                humantime::format_duration(duration)
-            );
-            session
-                .trace_until(signals::sleep_or_stop(duration))
-                .await?;
-        }
-        None => {
-            eprintln!("synscope: tracing until Ctrl-C");
-            session.trace_until(signals::stop()).await?;
-        }
+use crate::{
+    cli::{TraceArgs, TraceFilters},
+    live::connections::{ConnectionPrinter, Filters, LineFormat},
+    report::Format,
+    trace::{Session, signals},
+};
+
+pub async fn run(args: &TraceArgs, filters: &TraceFilters) -> anyhow::Result<u8> {
+    if !args.fail_if.is_empty() || !args.outputs.is_empty() || args.junit.is_some() {
+        anyhow::bail!(
+            "trace prints connections, not a report: --fail-if, --output and --junit do not apply to it"
+        );
     }
-    super::finish(&mut sink, &mut session, args)
+    let format = match args.format {
+        None | Some(Format::Text) => LineFormat::Text,
+        Some(Format::Json) => LineFormat::Json,
+        Some(other) => anyhow::bail!("trace prints text or json (NDJSON), not {other:?}"),
+    };
+    let options = super::trace_options(args)?;
+    let mut session = Session::start(&options)?;
+    let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(std::io::stdout()));
+    let mut printer = ConnectionPrinter::new(
+        out,
+        format,
+        Filters {
+            netns: filters.netns,
+            pid: filters.pid,
+            min_wait: filters.min_wait,
+        },
+    );
+    printer.start(
+        &crate::host::preflight::kernel_release(),
+        session.visibility(),
+    );
+    let closed = printer.closed.clone();
+    let printer = std::rc::Rc::new(std::cell::RefCell::new(printer));
+    session.set_tap(Box::new(SharedPrinter(printer.clone())));
+    let started = Instant::now();
+    let stop = async {
+        match args.duration {
+            Some(duration) => signals::sleep_or_stop(duration).await,
+            None => signals::stop().await,
+        }
+    };
+    session
+        .trace_until(async {
+            tokio::select! {
+                () = stop => {}
+                () = closed.notified() => {}
+            }
+        })
+        .await?;
+    let report = session.report();
+    printer
+        .borrow_mut()
+        .finish(report.lost_events, started.elapsed());
+    Ok(0)
+}
+
+/// The printer stays the command's, for the summary, while the session feeds it.
+struct SharedPrinter(std::rc::Rc<std::cell::RefCell<ConnectionPrinter>>);
+
+impl crate::trace::EventTap for SharedPrinter {
+    fn event(&mut self, event: &probe_common::ConnEvent) {
+        self.0.borrow_mut().event(event);
+    }
+
+    fn batch_done(&mut self) {
+        self.0.borrow_mut().batch_done();
+    }
 }

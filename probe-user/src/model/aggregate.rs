@@ -119,7 +119,8 @@ pub fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn comm(raw: &[u8; 16]) -> String {
+/// A task's command name from the kernel's 16 bytes (NUL-terminated when shorter).
+pub fn comm(raw: &[u8; 16]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }

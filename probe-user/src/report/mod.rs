@@ -4,7 +4,7 @@
 
 mod analysis;
 mod diagnosis;
-mod format;
+pub mod format;
 #[cfg(test)]
 pub(crate) mod golden;
 mod html;

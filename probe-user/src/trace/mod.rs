@@ -7,4 +7,4 @@ pub mod session;
 pub mod signals;
 
 pub use loader::TraceOptions;
-pub use session::{Session, SessionHandle};
+pub use session::{EventTap, Session, SessionHandle};

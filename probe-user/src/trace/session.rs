@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_common::ConnEvent;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -51,6 +52,15 @@ pub struct Session {
     started: Instant,
     requests: mpsc::UnboundedReceiver<Request>,
     requests_sender: mpsc::UnboundedSender<Request>,
+    /// A view that wants every event as it arrives (`synscope trace`).
+    tap: Option<Box<dyn EventTap>>,
+}
+
+/// Sees every event the session takes from the kernel, in order, before the model does.
+pub trait EventTap {
+    fn event(&mut self, event: &ConnEvent);
+    /// After each batch of events: the time to flush what was written.
+    fn batch_done(&mut self) {}
 }
 
 /// What a view may ask of a running session.
@@ -130,6 +140,7 @@ impl Session {
             started: Instant::now(),
             requests,
             requests_sender,
+            tap: None,
         };
         session.poll_kernel();
         Ok(session)
@@ -139,6 +150,11 @@ impl Session {
         SessionHandle {
             requests: self.requests_sender.clone(),
         }
+    }
+
+    /// Hands every event to `tap` as well as to the model.
+    pub fn set_tap(&mut self, tap: Box<dyn EventTap>) {
+        self.tap = Some(tap);
     }
 
     /// Names the traced command in the reports.
@@ -223,8 +239,17 @@ impl Session {
     /// Takes up to `limit` events; true if more are waiting.
     fn drain(&mut self, limit: usize) -> bool {
         let recorder = &mut self.recorder;
-        self.tracer
-            .drain(limit, |event| recorder.observe(Observation::Event(event)))
+        let Some(tap) = &mut self.tap else {
+            return self
+                .tracer
+                .drain(limit, |event| recorder.observe(Observation::Event(event)));
+        };
+        let more = self.tracer.drain(limit, |event| {
+            tap.event(event);
+            recorder.observe(Observation::Event(event));
+        });
+        tap.batch_done();
+        more
     }
 
     fn poll_kernel(&mut self) {
