@@ -91,6 +91,16 @@ pub enum Command {
     },
     /// Start a local server with a slow single-threaded handler, load it, and show the report.
     Demo,
+    /// Live view: one row per listener (connections/s, handshake and accept wait p50/p99,
+    /// queues, drops/s), refreshed every --interval; keys: s sort, t interval/since start,
+    /// arrows or j/k select, Enter detail, p pause, q quit and print the report. Without a
+    /// terminal, one NDJSON snapshot per interval ({"type":"interval","report":...}) and the
+    /// whole run's last ({"type":"run",...}).
+    Top {
+        /// How often the figures refresh.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+    },
     /// One line per accepted connection: time, acceptor, addresses, handshake, accept wait,
     /// SYN->accept and flags; and one per drop the hooks see as an event. --format json gives
     /// NDJSON (a start record, then one per line, then a summary).
@@ -131,6 +141,15 @@ pub struct TraceFilters {
     /// Only connections whose SYN->accept took longer than this (e.g. 10ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub min_wait: Option<Duration>,
+}
+
+/// A refresh interval: a duration of at least 100 ms.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("{text} is too short: at least 100ms"));
+    }
+    Ok(interval)
 }
 
 /// Help and version go to stdout as clap prints them; errors become one line on stderr.

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Some(Command::Run { command }) => commands::run::run(args, command).await,
             Some(Command::Check) => commands::check::run(args.hooks),
+            Some(Command::Top { interval }) => commands::top::run(args, *interval).await,
             Some(Command::Trace { filters }) => commands::trace::run(args, filters).await,
             Some(Command::Demo) => commands::demo::run(args).await,
             Some(Command::Serve {

@@ -68,6 +68,23 @@ impl Background {
         }
     }
 
+    /// Waits for it to exit by itself, failing the test after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the process") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{} still running after {timeout:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod report;
 pub mod run;
 pub mod serve;
+pub mod top;
 pub mod trace;
 
 use crate::{
@@ -45,6 +46,15 @@ fn open_sink(args: &TraceArgs) -> anyhow::Result<ReportSink> {
 /// Checks the thresholds, writes the report everywhere it goes, and says on stderr which
 /// thresholds broke, one line each. The exit code: 99 if any broke, else 0.
 fn finish(sink: &mut ReportSink, session: &mut Session, args: &TraceArgs) -> anyhow::Result<u8> {
+    Ok(finish_with_report(sink, session, args)?.0)
+}
+
+/// [`finish`], also giving the report back.
+fn finish_with_report(
+    sink: &mut ReportSink,
+    session: &mut Session,
+    args: &TraceArgs,
+) -> anyhow::Result<(u8, crate::report::Report)> {
     let mut report = session.report();
     sink.write_hdr_log(|out| session.write_hdr_log(out))?;
     report.thresholds = thresholds::evaluate(&args.fail_if, &report, args.allow_unobservable);
@@ -56,9 +66,10 @@ fn finish(sink: &mut ReportSink, session: &mut Session, args: &TraceArgs) -> any
             thresholds::describe(result)
         );
     }
-    Ok(if broken.is_empty() {
+    let code = if broken.is_empty() {
         0
     } else {
         EXIT_THRESHOLD_BROKEN
-    })
+    };
+    Ok((code, report))
 }

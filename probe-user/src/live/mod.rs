@@ -2,3 +2,4 @@
 //! table (`synscope top`).
 
 pub mod connections;
+pub mod top;

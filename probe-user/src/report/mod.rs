@@ -22,6 +22,7 @@ mod timeline;
 use std::io::Write;
 
 pub use analysis::{RunInfo, analyze};
+pub use diagnosis::diagnose;
 pub use schema::*;
 pub use sink::{ReportSink, format_of};
 pub use timeline::Timeline;

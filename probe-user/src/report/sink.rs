@@ -57,6 +57,13 @@ impl ReportSink {
     }
 
     /// Whether a timeline must be kept for an HdrHistogram log.
+    /// Writes the report only to the files: standard output carries something else (`top`'s
+    /// NDJSON snapshots).
+    pub fn without_stdout(mut self) -> Self {
+        self.stdout = None;
+        self
+    }
+
     pub fn wants_hdr_log(&self) -> bool {
         self.hdr_log.is_some()
     }
