@@ -2,6 +2,10 @@
 
 use anyhow::{Context as _, anyhow, bail};
 
+/// Addresses read as zeros: the preflight check names what is missing before this is reached.
+const HIDDEN: &str = "/proc/kallsyms hides kernel addresses: synscope needs CAP_SYSLOG to see \
+                      them, and kernel.kptr_restrict below 2 (which hides them from root too)";
+
 /// `[start, end)` of the text symbol `name`: from its address to the next symbol's.
 pub fn function_range(name: &str) -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
@@ -30,7 +34,7 @@ fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
     let start =
         start.ok_or_else(|| anyhow!("kernel function {name} not found in /proc/kallsyms"))?;
     if start == 0 {
-        bail!("/proc/kallsyms hides kernel addresses (kernel.kptr_restrict); run as root");
+        bail!(HIDDEN);
     }
     let end = addresses
         .into_iter()
@@ -61,7 +65,7 @@ fn data_address_in(kallsyms: &str, name: &str) -> anyhow::Result<u64> {
         })?;
     let address = u64::from_str_radix(address, 16).context("bad address in /proc/kallsyms")?;
     if address == 0 {
-        bail!("/proc/kallsyms hides kernel addresses (kernel.kptr_restrict); run as root");
+        bail!(HIDDEN);
     }
     Ok(address)
 }
