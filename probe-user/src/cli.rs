@@ -152,6 +152,77 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+impl Cli {
+    /// What clap cannot check alone: options that do not go together, or that a command does
+    /// not take. A command line refused here is a usage error like clap's (one line, exit 2),
+    /// found before anything is loaded into the kernel.
+    pub fn validate(&self) -> Result<(), String> {
+        let args = &self.trace;
+        if args.ports.len() > MAX_PORTS {
+            return Err(format!(
+                "at most {MAX_PORTS} --port filters (or none, to trace every port)"
+            ));
+        }
+        let reports = !args.fail_if.is_empty() || !args.outputs.is_empty() || args.junit.is_some();
+        match &self.command {
+            Some(Command::Run { .. }) if args.duration.is_some() => {
+                return Err(
+                    "--duration does not apply to run: tracing lasts as long as the command".into(),
+                );
+            }
+            Some(Command::Trace { .. }) if reports => {
+                return Err(
+                    "trace prints connections, not a report: --fail-if, --output and \
+                            --junit do not apply to it"
+                        .into(),
+                );
+            }
+            Some(Command::Trace { .. })
+                if args
+                    .format
+                    .is_some_and(|f| !matches!(f, Format::Text | Format::Json)) =>
+            {
+                return Err(format!(
+                    "trace prints text or json (NDJSON), not {}",
+                    format_name(args.format.unwrap_or(Format::Text))
+                ));
+            }
+            Some(Command::Serve { .. })
+                if reports || args.hdr_log.is_some() || args.format.is_some() =>
+            {
+                return Err(
+                    "serve writes no report: --fail-if, --output, --junit, --format \
+                            and --hdr-log do not apply to it"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        args.report_files().map_err(|e| format!("{e:#}"))?;
+        Ok(())
+    }
+}
+
+fn format_name(format: Format) -> String {
+    use clap::ValueEnum as _;
+    format
+        .to_possible_value()
+        .map_or_else(|| format!("{format:?}"), |v| v.get_name().to_owned())
+}
+
+/// A usage error found after parsing ([`Cli::validate`]): one line on stderr, exit 2, as
+/// clap's own.
+pub fn report_usage_error(message: &str) -> std::process::ExitCode {
+    eprint_line(&format!("Error: {message} (see synscope --help)"));
+    std::process::ExitCode::from(2)
+}
+
+/// Writes one line to stderr; a closed or broken stderr is not worth a panic.
+pub fn eprint_line(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Help and version go to stdout as clap prints them; errors become one line on stderr.
 pub fn report_parse_error(error: clap::Error) -> std::process::ExitCode {
     use clap::error::ErrorKind;
@@ -162,8 +233,7 @@ pub fn report_parse_error(error: clap::Error) -> std::process::ExitCode {
         let _ = error.print();
         return std::process::ExitCode::SUCCESS;
     }
-    eprintln!("Error: {} (see synscope --help)", one_line(&error));
-    std::process::ExitCode::from(2)
+    report_usage_error(&one_line(&error))
 }
 
 fn one_line(error: &clap::Error) -> String {
@@ -286,6 +356,48 @@ mod tests {
             &["synscope", "run"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn options_that_do_not_go_together_are_usage_errors() {
+        let many_ports: Vec<String> = (1..=65)
+            .flat_map(|p| ["-p".into(), p.to_string()])
+            .collect();
+        let many_ports: Vec<&str> = many_ports.iter().map(String::as_str).collect();
+        for args in [
+            &["run", "--duration", "5s", "--", "true"][..],
+            &["trace", "--output", "r.json"],
+            &["trace", "--fail-if", "drops > 0"],
+            &["trace", "--junit", "j.xml"],
+            &["trace", "--format", "html"],
+            &["serve", "--output", "r.json"],
+            &["serve", "--format", "json"],
+            &["serve", "--hdr-log", "h.hlog"],
+            &["--output", "report.unknown"],
+            &many_ports,
+        ] {
+            let cli = Cli::try_parse_from(std::iter::once("synscope").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let error = cli.validate().expect_err(&format!("{args:?} accepted"));
+            assert!(!error.contains('\n'), "{error}");
+        }
+        for args in [
+            &["run", "--", "true"][..],
+            &["trace", "--format", "json"],
+            &[
+                "--output",
+                "r.json",
+                "--output",
+                "r.hlog",
+                "--duration",
+                "1s",
+            ],
+            &["top", "--junit", "j.xml"],
+        ] {
+            let cli = Cli::try_parse_from(std::iter::once("synscope").chain(args.iter().copied()))
+                .unwrap();
+            assert_eq!(cli.validate(), Ok(()), "{args:?}");
         }
     }
 }

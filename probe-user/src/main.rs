@@ -6,6 +6,8 @@ use clap::Parser as _;
 use synscope::{
     cli::{self, Cli, Command},
     commands,
+    report::ReportSink,
+    trace::signals,
 };
 
 fn main() -> ExitCode {
@@ -13,18 +15,26 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return cli::report_parse_error(e),
     };
+    if let Err(message) = cli.validate() {
+        return cli::report_usage_error(&message);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("Error: cannot start the runtime: {e}");
+            cli::eprint_line(&format!("Error: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let args = &cli.trace;
     let result = runtime.block_on(async {
+        // Every command but check traces until a signal: from here on, SIGINT, SIGTERM and
+        // SIGHUP are counted instead of ending synscope before its report.
+        if !matches!(cli.command, Some(Command::Check)) {
+            signals::listen();
+        }
         match &cli.command {
             Some(Command::Run { command }) => commands::run::run(args, command).await,
             Some(Command::Check) => commands::check::run(args.hooks),
@@ -48,8 +58,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
+        // As `cat` or `grep` in a pipeline whose reader left: no message.
+        Err(e) if ReportSink::is_stdout_closed(&e) => signals::die_of_broken_pipe(),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            cli::eprint_line(&format!("Error: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -229,7 +229,9 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
 }
 
 /// Test binaries of views (the CI gate, report formats, live views): the same on every kernel.
-const VIEW_TESTS: [&str; 8] = ["deploy", "dist", "gate", "html", "reports", "serve", "top", "trace"];
+const VIEW_TESTS: [&str; 9] = [
+    "deploy", "dist", "faults", "gate", "html", "reports", "serve", "top", "trace",
+];
 
 fn is_view_test(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());

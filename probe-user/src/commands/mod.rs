@@ -12,7 +12,7 @@ pub mod trace;
 use crate::{
     cli::{EXIT_THRESHOLD_BROKEN, MAX_PORTS, TraceArgs},
     report::{Format, ReportSink, thresholds},
-    trace::{Session, TraceOptions},
+    trace::{Session, TraceOptions, signals},
 };
 
 /// Starts tracing with what every report needs: the per-second timeline (the report's
@@ -25,6 +25,7 @@ fn start_session(options: &TraceOptions) -> anyhow::Result<Session> {
 
 /// What to trace, from the arguments every tracing command shares.
 fn trace_options(args: &TraceArgs) -> anyhow::Result<TraceOptions> {
+    // `Cli::validate` refused it with exit 2 already; kept for callers that did not validate.
     if args.ports.len() > MAX_PORTS {
         anyhow::bail!("at most {MAX_PORTS} --port filters (or none, to trace every port)");
     }
@@ -55,6 +56,8 @@ fn finish_with_report(
     session: &mut Session,
     args: &TraceArgs,
 ) -> anyhow::Result<(u8, crate::report::Report)> {
+    // Tracing has stopped: a Ctrl-C from now on (a second one, mostly) ends synscope at once.
+    signals::exit_on_next_signal();
     let mut report = session.report();
     sink.write_hdr_log(|out| session.write_hdr_log(out))?;
     report.thresholds = thresholds::evaluate(&args.fail_if, &report, args.allow_unobservable);

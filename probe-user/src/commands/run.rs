@@ -10,9 +10,6 @@ use crate::{cli::TraceArgs, trace::signals};
 pub async fn run(args: &TraceArgs, command: &[OsString]) -> anyhow::Result<u8> {
     let options = super::trace_options(args)?;
     let mut sink = super::open_sink(args)?;
-    if args.duration.is_some() {
-        bail!("--duration does not apply to run: tracing lasts as long as the command");
-    }
     let mut session = super::start_session(&options)?;
     let shown: Vec<String> = command
         .iter()
