@@ -11,6 +11,7 @@ pub const AF_INET6: u16 = 10;
 /// TCP states from `include/net/tcp_states.h`; part of the kernel's ABI, stable across versions.
 pub const TCP_ESTABLISHED: i32 = 1;
 pub const TCP_CLOSE: i32 = 7;
+pub const TCP_CLOSE_WAIT: i32 = 8;
 pub const TCP_SYN_RECV: i32 = 3;
 pub const TCP_LISTEN: i32 = 10;
 
@@ -139,12 +140,17 @@ pub enum EventKind {
     ListenerDiscard = 5,
     /// A listener sent a SYN-ACK again.
     SynackRetransmit = 6,
-    /// A listener closed: its final drop counter, for sockets that go before the last poll.
+    /// A listener closed: its final drop counter, for sockets that go before the last poll;
+    /// `accepted_ns` is when (the children it discards follow as `LeftInQueue`).
     ListenerClosed = 7,
     /// Handling one packet, a listener moved some of its namespace's listen counters:
     /// `reason` holds a bit per counter of `COUNTED_MIB_NAMES`, and `COUNTED_AT_ACK` when the
     /// packet was a final ACK rather than a SYN.
     ListenCounted = 8,
+    /// A child waiting in the accept queue saw its client leave: `reason` is the state it moved
+    /// to, `TCP_CLOSE_WAIT` (the client's FIN) or `TCP_CLOSE` (its RST, or the listener
+    /// closing and discarding its queue); `accepted_ns` is when.
+    LeftInQueue = 9,
 }
 
 /// The kernel's per-namespace MIB counters that `ListenCounted` events report, by bit.
@@ -192,6 +198,7 @@ impl EventKind {
             6 => Some(Self::SynackRetransmit),
             7 => Some(Self::ListenerClosed),
             8 => Some(Self::ListenCounted),
+            9 => Some(Self::LeftInQueue),
             _ => None,
         }
     }
@@ -322,6 +329,10 @@ pub struct EarlyAccept {
 pub struct ChildStamps {
     pub syn_ns: u64,
     pub established_ns: u64,
+    /// The child's local port: a socket moving to CLOSE has already given its port back
+    /// (`inet_num` is 0) when the state-change tracepoint fires.
+    pub local_port: u16,
+    pub _pad: [u16; 3],
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
@@ -329,7 +340,7 @@ const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenCounters>() == 40);
-const _: () = assert!(core::mem::size_of::<ChildStamps>() == 16);
+const _: () = assert!(core::mem::size_of::<ChildStamps>() == 24);
 const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);

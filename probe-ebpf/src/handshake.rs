@@ -4,7 +4,9 @@
 //!   accept queue;
 //! - a socket moving to LISTEN is a new listener, reported with its address and owner;
 //! - a listener moving to CLOSE reports its final drop counter, which userspace would otherwise
-//!   miss for a listener that closes between two polls.
+//!   miss for a listener that closes between two polls;
+//! - a child still waiting in the accept queue moving ESTABLISHED -> CLOSE_WAIT (its client's
+//!   FIN) or -> CLOSE (a RST) was abandoned by its client: accept() will still return it.
 //!
 //! Tracepoint backend: `sock:inet_sock_set_state`, which sees all three. Only full sockets reach
 //! it (never request socks), and it fires for client sockets too: the state test comes first.
@@ -20,8 +22,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    ChildStamps, EventKind, FlowKey, STAGE_HANDSHAKE, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
-    TCP_SYN_RECV,
+    ChildStamps, EventKind, FlowKey, STAGE_HANDSHAKE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
+    TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -45,6 +47,10 @@ pub fn handshake_set_state(ctx: BtfTracePointContext) -> u32 {
         failures::count(STAGE_HANDSHAKE, on_listen(sk));
     } else if old_state == TCP_LISTEN && new_state == TCP_CLOSE {
         failures::count(STAGE_HANDSHAKE, on_listener_close(sk));
+    } else if old_state == TCP_ESTABLISHED
+        && (new_state == TCP_CLOSE_WAIT || new_state == TCP_CLOSE)
+    {
+        failures::count(STAGE_HANDSHAKE, on_left_in_queue(sk, new_state));
     }
     0
 }
@@ -101,7 +107,7 @@ pub fn handshake_kretprobe_listen_start(ctx: RetProbeContext) -> u32 {
 /// memory is read.
 #[inline(always)]
 fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
-    if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE {
+    if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE && new_state != TCP_CLOSE_WAIT {
         return Ok(());
     }
     let old_state = i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?);
@@ -109,9 +115,40 @@ fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
         on_established(sk)
     } else if new_state == TCP_CLOSE && old_state == TCP_LISTEN {
         on_listener_close(sk)
+    } else if old_state == TCP_ESTABLISHED {
+        on_left_in_queue(sk, new_state)
     } else {
         Ok(())
     }
+}
+
+/// An established socket is closing: if it is a child still waiting for accept() (it has a
+/// `CHILDREN` entry), its client gave up while it waited. One lookup per closing connection;
+/// the entry stays, for the accept that may still come.
+#[inline(always)]
+fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
+    // SAFETY: the stamps are copied out at once. Map memory stays valid while the program runs
+    // (RCU); an accept removing the entry meanwhile makes this report one a moment late.
+    let Some(&stamps) = (unsafe { CHILDREN.get(&sk) }) else {
+        return Ok(());
+    };
+    let config = config();
+    let Some(mut child) = sock_endpoints(&config.offsets, sk)? else {
+        return Ok(());
+    };
+    // Moving to CLOSE, the socket has already given its port back.
+    child.local_port = stamps.local_port;
+    // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit::send(|event| {
+        event.kind = EventKind::LeftInQueue as u32;
+        child.write_to(event);
+        event.reason = new_state as u32;
+        event.syn_ns = stamps.syn_ns;
+        event.established_ns = stamps.established_ns;
+        event.accepted_ns = now;
+    });
+    Ok(())
 }
 
 #[inline(always)]
@@ -145,6 +182,8 @@ fn on_established(sk: u64) -> Result<(), i32> {
     let stamps = ChildStamps {
         syn_ns,
         established_ns: now,
+        local_port: child.local_port,
+        _pad: [0; 3],
     };
     // accept() may already have returned it (see EarlyAccept): the accept-queue wait was nil.
     // Whichever of this program and the accept's removes the entry reports the accept.
@@ -206,6 +245,8 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
         listener.write_to(event);
         event.reason = drops;
         event.socket_inode = inode;
+        // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
+        event.accepted_ns = unsafe { bpf_ktime_get_ns() };
     });
     Ok(())
 }

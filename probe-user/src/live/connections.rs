@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::{
     model::{
         Visibility,
-        aggregate::{address, comm},
+        aggregate::{Flow, address, comm},
     },
     report::format::human_us,
     trace::EventTap,
@@ -37,26 +37,6 @@ pub struct Filters {
 pub enum LineFormat {
     Text,
     Json,
-}
-
-/// A connection's 4-tuple in its namespace, as the events give it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Flow {
-    netns: u32,
-    local_port: u16,
-    remote_port: u16,
-    remote_addr: [u8; 16],
-}
-
-impl Flow {
-    fn of(event: &ConnEvent) -> Self {
-        Self {
-            netns: event.netns,
-            local_port: event.local_port,
-            remote_port: event.remote_port,
-            remote_addr: event.remote_addr,
-        }
-    }
 }
 
 /// What happened to a connection before its accept.
@@ -150,7 +130,7 @@ impl ConnectionPrinter {
             out,
             format,
             filters,
-            boot: monotonic_epoch(),
+            boot: crate::trace::clock::monotonic_epoch(),
             listen_overflow_reason: None,
             flows: HashMap::new(),
             summary: Summary::default(),
@@ -387,18 +367,6 @@ impl EventTap for ConnectionPrinter {
     fn batch_done(&mut self) {
         self.flush();
     }
-}
-
-/// The wall-clock time at which CLOCK_MONOTONIC read zero.
-fn monotonic_epoch() -> SystemTime {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let monotonic = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
-    SystemTime::now() - monotonic
 }
 
 fn endpoint(family: u16, addr: &[u8; 16], port: u16) -> String {

@@ -1,11 +1,11 @@
 //! Turns the kernel's per-connection events into per-listener statistics.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv6Addr},
 };
 
-use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey};
+use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey, TCP_CLOSE, TCP_CLOSE_WAIT};
 
 use super::{drops::CountedDrops, latency::Latency};
 
@@ -28,9 +28,56 @@ pub struct ListenerStats {
     pub counted: CountedDrops,
     /// Connections accepted per (pid, command).
     pub acceptors: BTreeMap<(u32, String), u64>,
+    /// Children queued during the span and not accepted yet: flow -> when their handshake
+    /// completed (CLOCK_MONOTONIC ns).
+    pub waiting: HashMap<Flow, u64>,
+    /// Children the listener discarded, unaccepted, when it closed.
+    pub discarded_at_close: u64,
+    /// Children whose client sent its FIN, or a RST, while they waited in the accept queue.
+    pub left_by_fin: u64,
+    pub left_by_rst: u64,
+    /// Of those, accepted afterwards (the server then spends its handler on nobody).
+    pub left_then_accepted: u64,
+    left: HashSet<Flow>,
+}
+
+/// Pending children followed per listener; beyond, new ones are not (a flood of handshakes
+/// nobody accepts must not grow memory without end).
+const MAX_WAITING: usize = 262_144;
+
+/// Children leaving with a RST this soon after their listener closed were discarded by the
+/// close (the kernel resets them in the same call), not abandoned by their clients.
+const CLOSE_DISCARD_NS: u64 = 100_000_000;
+
+/// A connection seen from the server: its namespace, port and remote end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub netns: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub remote_addr: [u8; 16],
+}
+
+impl Flow {
+    pub fn of(event: &ConnEvent) -> Self {
+        Self {
+            netns: event.netns,
+            local_port: event.local_port,
+            remote_port: event.remote_port,
+            remote_addr: event.remote_addr,
+        }
+    }
 }
 
 impl ListenerStats {
+    /// Children still waiting, and the earliest handshake among them.
+    pub fn never_accepted(&self) -> (u64, Option<u64>) {
+        (
+            self.waiting.len() as u64,
+            self.waiting.values().copied().min(),
+        )
+    }
+
     pub fn has_traffic(&self) -> bool {
         self.syn_received
             + self.handshakes
@@ -50,6 +97,9 @@ pub struct Aggregator {
     pub unknown_events: u64,
     /// The kernel's drop reason for a final ACK that found the accept queue full.
     pub listen_overflow_reason: Option<u32>,
+    /// When a listener of each namespace last closed: the children it discards leave at
+    /// once. (Per namespace: a closing socket has given its port back when the event fires.)
+    pub last_close_ns: BTreeMap<u32, u64>,
 }
 
 impl Aggregator {
@@ -59,11 +109,19 @@ impl Aggregator {
             return;
         };
         let listen_overflow_reason = self.listen_overflow_reason;
+        if kind == EventKind::ListenerClosed {
+            self.last_close_ns.insert(event.netns, event.accepted_ns);
+            return;
+        }
+        let last_close_ns = self.last_close_ns.get(&event.netns).copied().unwrap_or(0);
         let stats = self.listener(event.netns, event.local_port);
         match kind {
             EventKind::Syn => stats.syn_received += 1,
             EventKind::Handshake => {
                 stats.handshakes += 1;
+                if stats.waiting.len() < MAX_WAITING {
+                    stats.waiting.insert(Flow::of(event), event.established_ns);
+                }
                 if event.syn_ns != 0 {
                     stats
                         .handshake
@@ -72,6 +130,11 @@ impl Aggregator {
             }
             EventKind::Accept => {
                 stats.accepted += 1;
+                let flow = Flow::of(event);
+                stats.waiting.remove(&flow);
+                if stats.left.remove(&flow) {
+                    stats.left_then_accepted += 1;
+                }
                 if event.established_ns != 0 {
                     stats
                         .accept_wait
@@ -98,7 +161,26 @@ impl Aggregator {
             }
             EventKind::SynackRetransmit => stats.synack_retransmits += 1,
             EventKind::ListenCounted => stats.counted.record(event.reason),
-            // The kernel view's business: the socket's drop counter.
+            EventKind::LeftInQueue => {
+                let flow = Flow::of(event);
+                let discarded = event.reason == TCP_CLOSE as u32
+                    && last_close_ns != 0
+                    && event.accepted_ns.saturating_sub(last_close_ns) < CLOSE_DISCARD_NS;
+                if discarded {
+                    stats.waiting.remove(&flow);
+                    stats.discarded_at_close += 1;
+                } else {
+                    if event.reason == TCP_CLOSE_WAIT as u32 {
+                        stats.left_by_fin += 1;
+                    } else {
+                        stats.left_by_rst += 1;
+                    }
+                    if stats.left.len() < MAX_WAITING {
+                        stats.left.insert(flow);
+                    }
+                }
+            }
+            // Taken above.
             EventKind::ListenerClosed => {}
         }
     }

@@ -72,9 +72,8 @@ impl Observations {
                     let key = ListenerKey::new(event.netns, event.local_port);
                     self.kernel_view
                         .socket_closed(key, event.socket_inode, event.reason);
-                } else {
-                    self.aggregator.record(event);
                 }
+                self.aggregator.record(event);
             }
             Observation::KernelPoll(states) => self.kernel_view.observe(states),
             Observation::QueueDepths(depths) => {

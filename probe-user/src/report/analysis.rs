@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use probe_common::ListenerKey;
 
-use super::{Acceptor, ListenerReport, NamespaceReport, Report, SCHEMA};
+use super::{
+    AbandonedInQueue, Acceptor, Bottleneck, ListenerReport, NamespaceReport, NeverAccepted, Report,
+    SCHEMA, verdict,
+};
 use crate::model::{
     Observations,
     aggregate::ListenerStats,
@@ -20,6 +23,20 @@ pub struct RunInfo {
     pub duration_ms: u64,
     /// The traced command (`synscope run`), as a shell would show it.
     pub command: Option<String>,
+    /// CLOCK_MONOTONIC when the report is made (the kernel programs' clock), for how long the
+    /// never-accepted connections had waited; 0 when unknown.
+    pub ended_ns: u64,
+}
+
+fn never_accepted(stats: &ListenerStats, ended_ns: u64) -> NeverAccepted {
+    let (count, first_handshake) = stats.never_accepted();
+    NeverAccepted {
+        count,
+        oldest_wait_us: first_handshake
+            .filter(|_| ended_ns != 0)
+            .map(|ns| (ended_ns.saturating_sub(ns) as f64 / 1000.0).round()),
+        discarded_at_close: stats.discarded_at_close,
+    }
 }
 
 /// Listeners that saw traffic (or drops), ordered by namespace and port.
@@ -134,7 +151,26 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
                 syn_queue_max: visibility
                     .queues
                     .then(|| depths.map_or(0, |d| d.syn_queue_max)),
+                never_accepted: never_accepted(stats, run.ended_ns),
+                abandoned_in_queue: visibility
+                    .hooks
+                    .get("handshake")
+                    .is_some_and(|h| h != "unavailable")
+                    .then(|| AbandonedInQueue {
+                        by_fin: stats.left_by_fin,
+                        by_rst: stats.left_by_rst,
+                        accepted_later: stats.left_then_accepted,
+                    }),
+                bottleneck: Bottleneck::default(),
             }
+        })
+        .collect::<Vec<_>>();
+    let listeners = listeners
+        .into_iter()
+        .map(|mut listener| {
+            let sysctls = view.sysctls(listener.netns);
+            listener.bottleneck = verdict::judge(&listener, sysctls, run.duration_ms);
+            listener
         })
         .collect();
 
@@ -256,6 +292,7 @@ mod tests {
             kernel: "6.18.0".into(),
             duration_ms: 1_000,
             command: None,
+            ended_ns: 0,
         }
     }
 

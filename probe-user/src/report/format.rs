@@ -71,3 +71,46 @@ mod tests {
         assert_eq!(human_us(75_000_000.0), "75.00s");
     }
 }
+
+/// What became of the connections accept() did not take (never accepted, given up by their
+/// client while queued), one sentence each, none when nothing happened.
+pub fn unaccepted(l: &ListenerReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    let never = &l.never_accepted;
+    if never.count > 0 {
+        lines.push(format!(
+            "never accepted: {} still in the accept queue at the end, the oldest for {} (the \
+             accept wait above counts accepted connections only)",
+            never.count,
+            never.oldest_wait_us.map_or("?".to_owned(), human_us)
+        ));
+    }
+    if never.discarded_at_close > 0 {
+        lines.push(format!(
+            "discarded unaccepted when the listener closed: {}",
+            never.discarded_at_close
+        ));
+    }
+    if let Some(abandoned) = &l.abandoned_in_queue
+        && abandoned.by_fin + abandoned.by_rst > 0
+    {
+        lines.push(format!(
+            "abandoned in the accept queue: {} clients left while waiting ({} by FIN, {} by \
+             RST), {} of them accepted later anyway",
+            abandoned.by_fin + abandoned.by_rst,
+            abandoned.by_fin,
+            abandoned.by_rst,
+            abandoned.accepted_later
+        ));
+    }
+    lines
+}
+
+/// The port's verdict: its headline, then what it means.
+pub fn verdict(l: &ListenerReport) -> String {
+    format!(
+        "verdict: {}: {}.",
+        super::verdict::headline(&l.bottleneck),
+        l.bottleneck.meaning
+    )
+}

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, io::Write};
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, kernel_side, latency_cells},
+    format::{human_ms, kernel_side, latency_cells, unaccepted, verdict},
     plots::{self, Line},
     thresholds,
 };
@@ -156,6 +156,14 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
     }
     writeln!(out, "</table>")?;
     writeln!(out, "<p>{}.</p>", kernel_side(l).join(". "))?;
+    for line in unaccepted(l) {
+        writeln!(out, "<p>{}.</p>", escape(&line))?;
+    }
+    writeln!(
+        out,
+        "<p class=\"verdict\"><b>{}</b></p>",
+        escape(&verdict(l))
+    )?;
     for advice in diagnosis::diagnose(l, report) {
         writeln!(out, "<p class=\"advice\">{}</p>", escape(&advice))?;
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, kernel_side, latency_cells},
+    format::{human_ms, kernel_side, latency_cells, unaccepted, verdict},
     thresholds,
 };
 
@@ -95,6 +95,10 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
     for line in kernel_side(l) {
         writeln!(out, "- {line}")?;
     }
+    for line in unaccepted(l) {
+        writeln!(out, "- {}", escape(&line))?;
+    }
+    writeln!(out, "- **{}**", escape(&verdict(l)))?;
     for advice in diagnosis::diagnose(l, report) {
         writeln!(out, "- ⚠️ {}", escape(&advice))?;
     }

@@ -18,6 +18,7 @@ mod sink;
 mod text;
 pub mod thresholds;
 mod timeline;
+pub mod verdict;
 
 use std::io::Write;
 
@@ -133,6 +134,17 @@ pub(crate) mod sample {
                 backlog: Some(128),
                 accept_queue_max: Some(129),
                 syn_queue_max: Some(4),
+                never_accepted: NeverAccepted {
+                    count: 37,
+                    oldest_wait_us: Some(2_400_000.0),
+                    discarded_at_close: 0,
+                },
+                abandoned_in_queue: Some(AbandonedInQueue {
+                    by_fin: 12,
+                    by_rst: 0,
+                    accepted_later: 9,
+                }),
+                bottleneck: Bottleneck::default(),
             }],
             namespaces: vec![NamespaceReport {
                 netns: 4026531840,
@@ -156,6 +168,9 @@ pub(crate) mod sample {
         .map(|e| thresholds::parse(e).unwrap())
         .collect();
         report.thresholds = thresholds::evaluate(&thresholds, &report, false);
+        let sysctls = report.namespaces[0].sysctls.clone();
+        let listener = &mut report.listeners[0];
+        listener.bottleneck = verdict::judge(listener, Some(&sysctls), report.duration_ms);
         report
     }
 }

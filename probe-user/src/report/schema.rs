@@ -132,6 +132,53 @@ pub struct ListenerReport {
     pub accept_queue_max: Option<u32>,
     /// The most pending handshakes seen, sampled each time a child was queued.
     pub syn_queue_max: Option<u32>,
+    /// Handshakes completed while tracing whose connection no accept() had returned when the
+    /// report was made. `accept_wait_us` counts accepted connections only: these waited at
+    /// least as long as `oldest_wait_us` says for the first of them.
+    pub never_accepted: NeverAccepted,
+    /// Children whose client left while they waited in the accept queue; null where the
+    /// handshake stage is not observed.
+    pub abandoned_in_queue: Option<AbandonedInQueue>,
+    /// The verdict: where the time from SYN to accept() went on this port.
+    pub bottleneck: Bottleneck,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NeverAccepted {
+    /// Still in the accept queue at the report.
+    pub count: u64,
+    /// How long the first of them had waited by then; null without any.
+    pub oldest_wait_us: Option<f64>,
+    /// Discarded unaccepted when their listener closed during tracing.
+    pub discarded_at_close: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbandonedInQueue {
+    /// The client's FIN arrived while the child waited (it gave up or timed out).
+    pub by_fin: u64,
+    /// The client's RST arrived while the child waited.
+    pub by_rst: u64,
+    /// Of those, accepted later: the server served a connection nobody waited for.
+    pub accepted_later: u64,
+}
+
+/// Which phase of the server-side wait holds most of the p99 from SYN to accept(), and what
+/// that means.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bottleneck {
+    /// `accept_queue` (waiting for accept()), `kernel_handshake` (SYN to handshake
+    /// complete), `none` (both quick: look after accept()), or `unknown` (no connection
+    /// completed its handshake while tracing).
+    pub phase: String,
+    /// That phase's p99 (for the accept queue, never-accepted waits count), and its share of
+    /// the two phases' p99s together; null for `none` and `unknown`.
+    pub p99_us: Option<f64>,
+    pub share: Option<f64>,
+    /// The figures that show it, as sentences.
+    pub evidence: Vec<String>,
+    /// What it means for the server and what to do.
+    pub meaning: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

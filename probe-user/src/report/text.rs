@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, kernel_side, latency_cells},
+    format::{human_ms, kernel_side, latency_cells, unaccepted, verdict},
     thresholds,
 };
 use crate::trace::hooks::Stage;
@@ -54,6 +54,10 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out)?;
         write_listener(out, listener)?;
         write_kernel_side(out, listener)?;
+        for line in unaccepted(listener) {
+            write_paragraph(out, "  ", &line)?;
+        }
+        write_paragraph(out, "  → ", &verdict(listener))?;
         for advice in diagnosis::diagnose(listener, report) {
             write_paragraph(out, "  ! ", &advice)?;
         }

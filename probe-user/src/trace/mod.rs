@@ -1,6 +1,7 @@
 //! Tracing: loading the kernel programs with this kernel's offsets, choosing a hook per stage
 //! (the plan in `hooks`), and the session loop that feeds the model and answers views.
 
+pub mod clock;
 pub mod hooks;
 pub mod loader;
 pub mod session;

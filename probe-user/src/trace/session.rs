@@ -136,6 +136,7 @@ impl Session {
                 kernel: preflight::kernel_release(),
                 duration_ms: 0,
                 command: None,
+                ended_ns: 0,
             },
             started: Instant::now(),
             requests,
@@ -310,6 +311,7 @@ impl Session {
         self.read_kernel_counters();
         let run = RunInfo {
             duration_ms: self.started.elapsed().as_millis() as u64,
+            ended_ns: super::clock::monotonic_ns(),
             ..self.run.clone()
         };
         let mut report = report::analyze(self.recorder.whole(), &run);
@@ -345,6 +347,7 @@ impl Session {
         self.read_kernel_counters();
         let run = RunInfo {
             duration_ms: self.interval_started.elapsed().as_millis() as u64,
+            ended_ns: super::clock::monotonic_ns(),
             ..self.run.clone()
         };
         self.interval_started = Instant::now();

@@ -167,6 +167,9 @@ fn quiet(key: ListenerKey) -> ListenerReport {
         backlog: None,
         accept_queue_max: None,
         syn_queue_max: None,
+        never_accepted: Default::default(),
+        abandoned_in_queue: None,
+        bottleneck: Default::default(),
     }
 }
 
