@@ -202,6 +202,30 @@ fn the_daemonset_serves_and_is_probed_on_the_port_it_declares() {
             .any(|c| c.as_str() == Some("ALL")),
         "every capability not added must be dropped"
     );
+    // Exactly what synscope asks of a root container on a current node (kernel 5.11 or newer,
+    // kptr_restrict 1, Debian's perf_event_paranoid): its own capability check decides.
+    let node = synscope::host::preflight::Host {
+        effective: 0,
+        root: true,
+        kernel: (6, 1),
+        kptr_restrict: 1,
+        perf_event_paranoid: 3,
+        tracefs_open: false,
+        memlock_unlimited: false,
+    };
+    let needed: BTreeSet<String> = node
+        .needs()
+        .iter()
+        .map(|need| need.capability.name.trim_start_matches("CAP_").to_owned())
+        .collect();
+    let added: BTreeSet<String> = list(&security["capabilities"]["add"], "capabilities.add")
+        .iter()
+        .map(|c| string(c, "a capability").to_owned())
+        .collect();
+    assert_eq!(
+        added, needed,
+        "the container holds what synscope needs, and no more"
+    );
 
     let volumes: BTreeSet<&str> = list(&pod["volumes"], "volumes")
         .iter()
