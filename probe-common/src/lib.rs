@@ -27,7 +27,8 @@ pub const STAGE_LISTENER_DISCARDS: u32 = 3;
 pub const STAGE_LISTEN_DROPS: u32 = 4;
 pub const STAGE_SYNACK_RETRANSMIT: u32 = 5;
 pub const STAGE_QUEUES: u32 = 6;
-pub const STAGES: u32 = 7;
+pub const STAGE_PHASES: u32 = 7;
+pub const STAGES: u32 = 8;
 
 /// Where each fexit program finds its function's return value: the context slot after the
 /// function's arguments, whose number differs between kernels (`inet_csk_accept` took four
@@ -40,7 +41,8 @@ pub struct FexitReturnSlots {
     pub inet_csk_listen_start: u32,
     pub inet_csk_accept: u32,
     pub tcp_rtx_synack: u32,
-    pub _pad: u32,
+    /// `tcp_recvmsg` took six arguments before 5.19 (`nonblock`), five since.
+    pub tcp_recvmsg: u32,
 }
 
 /// Capacity of the pending-state maps. They are LRU maps, so a connection that never completes
@@ -151,6 +153,10 @@ pub enum EventKind {
     /// to, `TCP_CLOSE_WAIT` (the client's FIN) or `TCP_CLOSE` (its RST, or the listener
     /// closing and discarding its queue); `accepted_ns` is when.
     LeftInQueue = 9,
+    /// A connection accepted while tracing sent its first response byte: `read_ns` is when
+    /// its first read returned bytes (0 if the server spoke first), `response_ns` when it
+    /// sent; `syn_ns`, `established_ns` and `accepted_ns` as for its accept.
+    FirstResponse = 10,
 }
 
 /// The kernel's per-namespace MIB counters that `ListenCounted` events report, by bit.
@@ -199,6 +205,7 @@ impl EventKind {
             7 => Some(Self::ListenerClosed),
             8 => Some(Self::ListenCounted),
             9 => Some(Self::LeftInQueue),
+            10 => Some(Self::FirstResponse),
             _ => None,
         }
     }
@@ -233,6 +240,9 @@ pub struct ConnEvent {
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     pub comm: [u8; 16],
+    /// `FirstResponse` only: the first read that returned bytes, and the first send.
+    pub read_ns: u64,
+    pub response_ns: u64,
 }
 
 impl ConnEvent {
@@ -254,8 +264,26 @@ impl ConnEvent {
             local_addr: [0; 16],
             remote_addr: [0; 16],
             comm: [0; 16],
+            read_ns: 0,
+            response_ns: 0,
         }
     }
+}
+
+/// A connection accepted while tracing, followed until its first response byte (the
+/// `FOLLOWED` map, keyed by `struct sock *`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Followed {
+    pub syn_ns: u64,
+    pub established_ns: u64,
+    pub accepted_ns: u64,
+    /// When a read first returned bytes; 0 until then.
+    pub read_ns: u64,
+    pub pid: u32,
+    pub local_port: u16,
+    pub _pad: u16,
+    pub comm: [u8; 16],
 }
 
 /// Key of the SYN-timestamp map: one connection, seen from the server.
@@ -337,7 +365,8 @@ pub struct ChildStamps {
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<Followed>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ChildStamps>() == 24);

@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, EventKind, IORING_OP_ACCEPT, KernelOffsets, STAGE_ACCEPT, TCP_LISTEN,
-    TCP_SYN_RECV,
+    ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, KernelOffsets, STAGE_ACCEPT,
+    TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -175,7 +175,7 @@ fn on_accepted_sock(
                     && EARLY_ACCEPTS.remove(&sk).is_ok()
                 {
                     let _ = CHILDREN.remove(&sk);
-                    send_accept(&child, stamps, now, pid, comm);
+                    send_accept(sk, &child, stamps, now, pid, comm);
                 }
                 return Ok(());
             }
@@ -191,13 +191,15 @@ fn on_accepted_sock(
             }
         }
     };
-    send_accept(&child, stamps, now, pid, comm);
+    send_accept(sk, &child, stamps, now, pid, comm);
     Ok(())
 }
 
-/// The Accept event of `child`.
+/// The Accept event of `child` (the socket `sk`), which is then followed to its first
+/// response.
 #[inline(always)]
 pub fn send_accept(
+    sk: u64,
     child: &SockEndpoints,
     stamps: ChildStamps,
     accepted_ns: u64,
@@ -213,6 +215,19 @@ pub fn send_accept(
         event.accepted_ns = accepted_ns;
         event.comm = comm;
     });
+    crate::phases::follow(
+        sk,
+        &Followed {
+            syn_ns: stamps.syn_ns,
+            established_ns: stamps.established_ns,
+            accepted_ns,
+            read_ns: 0,
+            pid,
+            local_port: child.local_port,
+            _pad: 0,
+            comm,
+        },
+    );
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.

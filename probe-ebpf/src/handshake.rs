@@ -265,6 +265,7 @@ fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now:
         return false;
     }
     send_accept(
+        sk,
         child,
         stamps,
         now.max(early.accepted_ns),

@@ -8,7 +8,8 @@
 //! - `listener_discards`: packets a listener discarded;
 //! - `listen_drops`: listen drops, SYN cookies and Fast Open children, as the kernel counted them;
 //! - `synack_retransmit`: SYN-ACKs a listener sent again;
-//! - `queues`: queue depths of listeners.
+//! - `queues`: queue depths of listeners;
+//! - `phases`: after accept(), the first read and the first response byte.
 //!
 //! The other modules are shared: `maps` (maps and load-time globals), `kernel` (reading kernel
 //! memory), `packet` (parsing received packets), `emit` (events to userspace) and `failures`
@@ -29,6 +30,7 @@ mod listen_drops;
 mod listener_discards;
 mod maps;
 mod packet;
+mod phases;
 mod queues;
 mod syn;
 mod synack_retransmit;

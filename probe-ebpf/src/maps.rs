@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    COUNTED_MIBS, ChildStamps, EarlyAccept, FexitReturnSlots, FlowKey, IoUringOffsets,
+    COUNTED_MIBS, ChildStamps, EarlyAccept, FexitReturnSlots, FlowKey, Followed, IoUringOffsets,
     KernelOffsets, ListenCounters, ListenerKey, MAX_PORTS, PENDING_ENTRIES, ProbeConfig,
     QueueDepths, STAGES, SynStamp,
 };
@@ -110,8 +110,22 @@ pub static FEXIT_RETURN: Global<FexitReturnSlots> = Global::new(FexitReturnSlots
     inet_csk_listen_start: 0,
     inet_csk_accept: 0,
     tcp_rtx_synack: 0,
-    _pad: 0,
+    tcp_recvmsg: 0,
 });
+
+/// Non-zero: the accept programs follow each accepted connection to its first response
+/// (`phases.rs`); written by userspace before load (`--phases none` leaves it 0).
+#[unsafe(no_mangle)]
+pub static FOLLOW_RESPONSES: Global<u32> = Global::new(0);
+
+/// Connections accepted while tracing, until their first response byte, keyed by
+/// `struct sock *`. LRU: a connection that never answers is evicted, never leaked.
+#[map]
+pub static FOLLOWED: LruHashMap<u64, Followed> = LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
+
+/// Followed sockets in `tcp_recvmsg`, by task, between a kprobe and its kretprobe.
+#[map]
+pub static RECV_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Where io_uring requests keep opcode and result; written by userspace before load.
 #[unsafe(no_mangle)]

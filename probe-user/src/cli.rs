@@ -50,6 +50,12 @@ pub struct TraceArgs {
           env = "SYNSCOPE_HOOKS")]
     pub hooks: HookChoice,
 
+    /// After accept(), follow each connection to its first response byte: the hand-off to the
+    /// handler (accept -> first read) and the handler (first read -> first response byte).
+    /// `none` leaves those hooks out, for the lowest overhead.
+    #[arg(long, value_enum, default_value_t = Phases::FirstResponse, global = true)]
+    pub phases: Phases,
+
     /// Write the report to this file (repeatable: one report, several formats); the text
     /// report still goes to standard output.
     #[arg(short, long = "output", value_name = "FILE", global = true)]
@@ -127,6 +133,15 @@ pub enum Command {
     /// Can synscope trace here? Kernel, hooks, queue sysctls and every listening socket at risk.
     /// Exits 0 when it can trace.
     Check,
+}
+
+/// `--phases`: how far after accept() connections are followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phases {
+    /// Until the first response byte (only the first request of a keep-alive connection).
+    FirstResponse,
+    /// Not at all.
+    None,
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +413,133 @@ mod tests {
             let cli = Cli::try_parse_from(std::iter::once("synscope").chain(args.iter().copied()))
                 .unwrap();
             assert_eq!(cli.validate(), Ok(()), "{args:?}");
+        }
+    }
+
+    /// Every parser of the command line on any input: a value or a one-line error, never a
+    /// panic; and the documented forms of a duration mean what they say.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Words a command line is made of: every subcommand and option, values good and bad.
+        fn word() -> impl Strategy<Value = String> {
+            let known = prop::sample::select(vec![
+                "run",
+                "demo",
+                "top",
+                "trace",
+                "serve",
+                "check",
+                "--",
+                "-p",
+                "--port",
+                "-d",
+                "--duration",
+                "-f",
+                "--format",
+                "--hooks",
+                "-o",
+                "--output",
+                "--fail-if",
+                "--allow-unobservable",
+                "--hdr-log",
+                "--junit",
+                "--interval",
+                "--listen",
+                "--max-listeners",
+                "--forget-after",
+                "--netns",
+                "--pid",
+                "--min-wait",
+                "json",
+                "html",
+                "xml",
+                "kprobe",
+                "0",
+                "1",
+                "65536",
+                "1ms",
+                "30s",
+                "r.json",
+                "r.hlog",
+                "drops > 0",
+                "127.0.0.1:0",
+                "-h",
+                "--help",
+                "--version",
+            ]);
+            prop_oneof![
+                4 => known.prop_map(String::from),
+                1 => any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_duration_text(text in any::<String>()) {
+                let _ = parse_duration(&text);
+                let _ = parse_interval(&text);
+            }
+
+            #[test]
+            fn near_durations(text in "[-+ ]?[0-9]{0,25}(\\.[0-9]{0,3})? ?(ns|us|ms|s|m|h|d|w|y|min|years|)( ?[0-9]{1,3}[a-z]{1,2}){0,2}") {
+                if let Ok(duration) = parse_duration(&text) {
+                    prop_assert!(!duration.is_zero());
+                }
+                if let Ok(interval) = parse_interval(&text) {
+                    prop_assert!(interval >= Duration::from_millis(100));
+                }
+            }
+
+            #[test]
+            fn durations_mean_what_they_say(
+                amount in 1u64..1_000_000,
+                (unit, scale) in prop::sample::select(vec![
+                    ("ms", Duration::from_millis(1)),
+                    ("s", Duration::from_secs(1)),
+                    ("m", Duration::from_secs(60)),
+                    ("h", Duration::from_secs(3600)),
+                ]),
+            ) {
+                prop_assert_eq!(parse_duration(&format!("{amount}{unit}")), Ok(scale * amount as u32));
+                let zero = format!("0{unit}");
+                prop_assert!(parse_duration(&zero).is_err());
+            }
+
+            #[test]
+            fn any_command_line(words in prop::collection::vec(word(), 0..8)) {
+                let argv = std::iter::once("synscope".to_owned()).chain(words);
+                match Cli::try_parse_from(argv) {
+                    Ok(cli) => {
+                        if let Err(message) = cli.validate() {
+                            prop_assert!(!message.contains('\n'), "{message}");
+                        }
+                    }
+                    Err(error) => {
+                        let kind = error.kind();
+                        let line = one_line(&error);
+                        // Help and version are printed whole, not as errors.
+                        if !matches!(
+                            kind,
+                            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                        ) {
+                            prop_assert!(!line.contains('\n') && !line.is_empty(), "{line:?}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ fn intervals_add_up_to_the_whole_run() {
         let options = TraceOptions {
             ports: vec![PORT],
             hooks: hooks(),
+            phases: true,
         };
         let mut session = Session::start(&options).expect("tracing starts");
         let handle = session.handle();

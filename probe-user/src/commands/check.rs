@@ -34,6 +34,8 @@ pub fn run(hooks: HookChoice) -> anyhow::Result<u8> {
 fn check(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
     let options = TraceOptions {
         hooks,
+        // Whether the phases after accept() can be traced here is part of the answer.
+        phases: true,
         ..Default::default()
     };
     let tracing = Tracer::start(&options)

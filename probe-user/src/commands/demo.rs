@@ -24,6 +24,7 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let options = TraceOptions {
         ports: vec![server.addr.port()],
         hooks: args.hooks,
+        phases: args.phases == crate::cli::Phases::FirstResponse,
     };
     eprintln!(
         "demo: a server on {} spends {} ms of CPU on each request in one thread\n\

@@ -32,6 +32,7 @@ fn trace_options(args: &TraceArgs) -> anyhow::Result<TraceOptions> {
     Ok(TraceOptions {
         ports: args.ports.clone(),
         hooks: args.hooks,
+        phases: args.phases == crate::cli::Phases::FirstResponse,
     })
 }
 

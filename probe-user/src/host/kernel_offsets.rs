@@ -106,7 +106,7 @@ pub fn fexit_return(btf: &Btf) -> FexitReturnSlots {
         inet_csk_listen_start: params("inet_csk_listen_start"),
         inet_csk_accept: params("inet_csk_accept"),
         tcp_rtx_synack: params("tcp_rtx_synack"),
-        _pad: 0,
+        tcp_recvmsg: params("tcp_recvmsg"),
     }
 }
 

@@ -19,6 +19,16 @@ pub struct ListenerStats {
     pub handshake: Latency,
     pub accept_wait: Latency,
     pub syn_to_accept: Latency,
+    /// After accept(): accept -> the first read that returned bytes (the hand-off to whatever
+    /// handles the connection), that read -> the first response byte (the handler), and the
+    /// whole server-side time to first byte. One sample per connection accepted while tracing
+    /// that answered (the first request of a keep-alive connection only).
+    pub read_wait: Latency,
+    pub service: Latency,
+    pub syn_to_response: Latency,
+    pub responses: u64,
+    /// Of those, connections whose server spoke before reading anything (no service time).
+    pub responded_unasked: u64,
     /// Final ACKs dropped because the accept queue was full (one event each).
     pub ack_overflows: u64,
     /// Every packet the listener discarded, final-ACK overflows included.
@@ -161,6 +171,23 @@ impl Aggregator {
             }
             EventKind::SynackRetransmit => stats.synack_retransmits += 1,
             EventKind::ListenCounted => stats.counted.record(event.reason),
+            EventKind::FirstResponse => {
+                stats.responses += 1;
+                let since = |from: u64| (from != 0).then(|| event.response_ns.saturating_sub(from));
+                if event.read_ns == 0 {
+                    stats.responded_unasked += 1;
+                } else {
+                    stats
+                        .read_wait
+                        .record_ns(event.read_ns.saturating_sub(event.accepted_ns));
+                    stats
+                        .service
+                        .record_ns(event.response_ns.saturating_sub(event.read_ns));
+                }
+                if let Some(total) = since(event.syn_ns) {
+                    stats.syn_to_response.record_ns(total);
+                }
+            }
             EventKind::LeftInQueue => {
                 let flow = Flow::of(event);
                 let discarded = event.reason == TCP_CLOSE as u32

@@ -23,6 +23,8 @@ pub struct Visibility {
     pub listen_drops: bool,
     /// The kernel's drop reason for a final ACK that found the accept queue full.
     pub listen_overflow_reason: Option<u32>,
+    /// Accepted connections are followed to their first response byte.
+    pub phases: bool,
 }
 
 /// One thing a session learned.

@@ -114,3 +114,39 @@ pub fn verdict(l: &ListenerReport) -> String {
         l.bottleneck.meaning
     )
 }
+
+/// The listener's distributions as rows, labelled with `arrow` (`->` or `→`): the three of
+/// the listen path, then the phases after accept() where they are traced.
+pub fn latency_rows<'a>(l: &'a ListenerReport, arrow: &str) -> Vec<(String, &'a LatencySummary)> {
+    let mut rows = vec![
+        ("handshake".to_owned(), &l.handshake_us),
+        ("accept wait".to_owned(), &l.accept_wait_us),
+        (format!("SYN{arrow}accept"), &l.syn_to_accept_us),
+    ];
+    for (label, summary) in [
+        ("read wait".to_owned(), &l.read_wait_us),
+        ("service".to_owned(), &l.service_us),
+        (format!("SYN{arrow}1st byte"), &l.syn_to_first_byte_us),
+    ] {
+        if let Some(summary) = summary {
+            rows.push((label, summary));
+        }
+    }
+    rows
+}
+
+/// What the phases after accept() cover, when they are traced.
+pub fn phases_note(l: &ListenerReport) -> Option<String> {
+    let responses = l.first_responses?;
+    let unasked = l.responded_unasked.unwrap_or(0);
+    let unasked = if unasked > 0 {
+        format!(", {unasked} of them spoke before reading (no service time)")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "after accept: {responses} connections answered while traced{unasked}; read wait is \
+         accept -> first read with bytes, service that read -> first response byte, for the \
+         first request of each connection only"
+    ))
+}

@@ -7,7 +7,9 @@ use std::{collections::BTreeMap, io::Write};
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, kernel_side, latency_cells, unaccepted, verdict},
+    format::{
+        human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted, verdict,
+    },
     plots::{self, Line},
     thresholds,
 };
@@ -147,16 +149,12 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
         "<table><tr><th></th><th>count</th><th>min</th><th>p50</th><th>p90</th><th>p99</th>\
          <th>p99.9</th><th>max</th><th>mean</th></tr>"
     )?;
-    for (label, s) in [
-        ("handshake", &l.handshake_us),
-        ("accept wait", &l.accept_wait_us),
-        ("SYN → accept", &l.syn_to_accept_us),
-    ] {
-        write_row(out, label, s)?;
+    for (label, s) in latency_rows(l, " → ") {
+        write_row(out, &label, s)?;
     }
     writeln!(out, "</table>")?;
     writeln!(out, "<p>{}.</p>", kernel_side(l).join(". "))?;
-    for line in unaccepted(l) {
+    for line in phases_note(l).into_iter().chain(unaccepted(l)) {
         writeln!(out, "<p>{}.</p>", escape(&line))?;
     }
     writeln!(

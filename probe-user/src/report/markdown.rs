@@ -5,7 +5,9 @@ use std::io::Write;
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, kernel_side, latency_cells, unaccepted, verdict},
+    format::{
+        human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted, verdict,
+    },
     thresholds,
 };
 
@@ -84,18 +86,14 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
         "| | count | min | p50 | p90 | p99 | p99.9 | max | mean |"
     )?;
     writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
-    for (label, summary) in [
-        ("handshake", &l.handshake_us),
-        ("accept wait", &l.accept_wait_us),
-        ("SYN → accept", &l.syn_to_accept_us),
-    ] {
-        write_row(out, label, summary)?;
+    for (label, summary) in latency_rows(l, " → ") {
+        write_row(out, &label, summary)?;
     }
     writeln!(out)?;
     for line in kernel_side(l) {
         writeln!(out, "- {line}")?;
     }
-    for line in unaccepted(l) {
+    for line in phases_note(l).into_iter().chain(unaccepted(l)) {
         writeln!(out, "- {}", escape(&line))?;
     }
     writeln!(out, "- **{}**", escape(&verdict(l)))?;

@@ -116,6 +116,11 @@ pub(crate) mod sample {
                 handshake_us: summary(20.0),
                 accept_wait_us: summary(150_000.0),
                 syn_to_accept_us: summary(150_020.0),
+                read_wait_us: Some(summary(50.0)),
+                service_us: Some(summary(20_000.0)),
+                syn_to_first_byte_us: Some(summary(170_070.0)),
+                first_responses: Some(100),
+                responded_unasked: Some(0),
                 drops: Drops {
                     listen_overflows: Some(412),
                     listen_overflows_at_ack: Some(12),

@@ -115,6 +115,18 @@ pub struct ListenerReport {
     pub handshake_us: LatencySummary,
     pub accept_wait_us: LatencySummary,
     pub syn_to_accept_us: LatencySummary,
+    /// After accept(), for connections accepted while tracing that answered (the first request
+    /// of a keep-alive connection only): accept -> the first read that returned bytes (the
+    /// hand-off to the handler), that read -> the first response byte (the handler), and SYN
+    /// -> first response byte. Null where the phases are not traced (`--phases none`, or no
+    /// hook on this kernel).
+    pub read_wait_us: Option<LatencySummary>,
+    pub service_us: Option<LatencySummary>,
+    pub syn_to_first_byte_us: Option<LatencySummary>,
+    /// Connections that sent their first response byte while traced; of them, those whose
+    /// server spoke before reading (no service time). Null where the phases are not traced.
+    pub first_responses: Option<u64>,
+    pub responded_unasked: Option<u64>,
     pub drops: Drops,
     #[serde(flatten)]
     pub cookies: Cookies,
@@ -163,16 +175,17 @@ pub struct AbandonedInQueue {
     pub accepted_later: u64,
 }
 
-/// Which phase of the server-side wait holds most of the p99 from SYN to accept(), and what
-/// that means.
+/// Which phase of the server-side time to first byte holds most of the p99, and what that
+/// means.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bottleneck {
-    /// `accept_queue` (waiting for accept()), `kernel_handshake` (SYN to handshake
-    /// complete), `none` (both quick: look after accept()), or `unknown` (no connection
-    /// completed its handshake while tracing).
+    /// `kernel_handshake` (SYN to handshake complete), `accept_queue` (waiting for
+    /// accept()), `hand_off` (accept to the first read of the request), `handler` (that read
+    /// to the first response byte), `none` (every traced phase quick), or `unknown` (no
+    /// connection completed its handshake while tracing).
     pub phase: String,
     /// That phase's p99 (for the accept queue, never-accepted waits count), and its share of
-    /// the two phases' p99s together; null for `none` and `unknown`.
+    /// the traced phases' p99s together; null for `none` and `unknown`.
     pub p99_us: Option<f64>,
     pub share: Option<f64>,
     /// The figures that show it, as sentences.

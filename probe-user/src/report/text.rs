@@ -4,7 +4,9 @@ use std::io::Write;
 
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
-    format::{human_ms, kernel_side, latency_cells, unaccepted, verdict},
+    format::{
+        human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted, verdict,
+    },
     thresholds,
 };
 use crate::trace::hooks::Stage;
@@ -54,7 +56,10 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out)?;
         write_listener(out, listener)?;
         write_kernel_side(out, listener)?;
-        for line in unaccepted(listener) {
+        for line in phases_note(listener)
+            .into_iter()
+            .chain(unaccepted(listener))
+        {
             write_paragraph(out, "  ", &line)?;
         }
         write_paragraph(out, "  → ", &verdict(listener))?;
@@ -94,25 +99,21 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport) -> anyhow::Result<()>
     )?;
     writeln!(
         out,
-        "  {:<12}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}",
+        "  {:<14}{:>7}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}{:>8}",
         "", "count", "min", "p50", "p90", "p99", "p99.9", "max", "mean"
     )?;
-    for (label, s) in [
-        ("handshake", &l.handshake_us),
-        ("accept wait", &l.accept_wait_us),
-        ("SYN->accept", &l.syn_to_accept_us),
-    ] {
-        write_row(out, label, s)?;
+    for (label, s) in latency_rows(l, "->") {
+        write_row(out, &label, s)?;
     }
     Ok(())
 }
 
 fn write_row(out: &mut dyn Write, label: &str, s: &LatencySummary) -> anyhow::Result<()> {
     let Some(cells) = latency_cells(s) else {
-        writeln!(out, "  {label:<12}{:>7}       -", 0)?;
+        writeln!(out, "  {label:<14}{:>7}       -", 0)?;
         return Ok(());
     };
-    write!(out, "  {label:<12}{:>7}", s.count)?;
+    write!(out, "  {label:<14}{:>7}", s.count)?;
     for cell in cells {
         write!(out, "{cell:>8}")?;
     }

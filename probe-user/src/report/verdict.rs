@@ -1,5 +1,6 @@
-//! The verdict per port: which phase of the server-side wait holds most of the p99 from SYN to
-//! accept(), the figures that show it, and what it means for the kind of server that accepts.
+//! The verdict per port: which phase of the server-side time to first byte (kernel handshake,
+//! accept queue, hand-off to the handler, handler) holds most of the p99, the figures that show
+//! it, and what it means for the kind of server that accepts.
 //! A pure function of the listener's figures, so every format says the same.
 
 use super::{Bottleneck, ListenerReport, Sysctls, format::human_us};
@@ -21,6 +22,8 @@ pub fn judge(l: &ListenerReport, sysctls: Option<&Sysctls>, duration_ms: u64) ->
         (Some(a), Some(w)) => Some(a.max(w)),
         (a, w) => a.or(w),
     };
+    let read_wait = l.read_wait_us.as_ref().and_then(p99);
+    let service = l.service_us.as_ref().and_then(p99);
     if handshake.is_none() && accept_wait.is_none() {
         return Bottleneck {
             phase: "unknown".into(),
@@ -28,29 +31,134 @@ pub fn judge(l: &ListenerReport, sysctls: Option<&Sysctls>, duration_ms: u64) ->
             ..Default::default()
         };
     }
-    let (h, a) = (handshake.unwrap_or(0.0), accept_wait.unwrap_or(0.0));
-    let overflows = l.drops.listen_overflows.unwrap_or(0);
-    let syn_queue_full = l.drops.syn_queue_full.unwrap_or(0);
-    let retransmits = l.synack_retransmits.unwrap_or(0);
-    let seconds = (duration_ms as f64 / 1000.0).max(0.001);
-
-    if overflows > 0 || (a >= h && a >= NOTICEABLE_US) {
-        accept_queue(l, sysctls, a, h, seconds)
-    } else if syn_queue_full > 0 || h >= NOTICEABLE_US {
-        kernel_handshake(l, h, a, syn_queue_full, retransmits)
+    let phases = [
+        (Phase::KernelHandshake, handshake.unwrap_or(0.0)),
+        (Phase::AcceptQueue, accept_wait.unwrap_or(0.0)),
+        (Phase::HandOff, read_wait.unwrap_or(0.0)),
+        (Phase::Handler, service.unwrap_or(0.0)),
+    ];
+    let total: f64 = phases.iter().map(|(_, p99)| p99).sum();
+    let (slowest, slowest_p99) = phases
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((Phase::AcceptQueue, 0.0));
+    // Drops name their queue whatever the waits: a dropped connection has no wait to show.
+    let phase = if l.drops.listen_overflows.unwrap_or(0) > 0 {
+        Phase::AcceptQueue
+    } else if l.drops.syn_queue_full.unwrap_or(0) > 0 {
+        Phase::KernelHandshake
+    } else if slowest_p99 >= NOTICEABLE_US {
+        slowest
     } else {
-        Bottleneck {
+        return Bottleneck {
             phase: "none".into(),
-            evidence: vec![format!(
-                "handshake p99 {}, accept wait p99 {}",
-                human_us(h),
-                human_us(a)
-            )],
-            meaning: "connections reach accept() quickly: if requests are slow, the time goes \
-                      after accept(), to the handler"
-                .into(),
+            evidence: vec![
+                phases
+                    .iter()
+                    .filter(|(phase, _)| phase.traced(l))
+                    .map(|(phase, p99)| format!("{} p99 {}", phase.figure(), human_us(*p99)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ],
+            meaning: if l.service_us.is_some() {
+                "every phase up to the first response byte is quick: the time goes after it \
+                 (the rest of the response, or the network)"
+                    .into()
+            } else {
+                "connections reach accept() quickly: if requests are slow, the time goes after \
+                 accept(), to the handler (trace the phases after accept to see)"
+                    .into()
+            },
             ..Default::default()
+        };
+    };
+    let p99_of = |wanted: Phase| {
+        phases
+            .iter()
+            .find(|(phase, _)| *phase == wanted)
+            .map_or(0.0, |(_, p99)| *p99)
+    };
+    let held = p99_of(phase);
+    let seconds = (duration_ms as f64 / 1000.0).max(0.001);
+    let mut verdict = match phase {
+        Phase::AcceptQueue => accept_queue(l, sysctls, held, seconds),
+        Phase::KernelHandshake => kernel_handshake(l, held),
+        Phase::HandOff => hand_off(l, held),
+        Phase::Handler => handler(l, held, seconds),
+    };
+    verdict.p99_us = Some(held);
+    verdict.share = (total > 0.0).then(|| round2(held / total));
+    verdict
+}
+
+/// The phases of the server-side time to first byte, in the order a connection meets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    KernelHandshake,
+    AcceptQueue,
+    HandOff,
+    Handler,
+}
+
+impl Phase {
+    fn figure(self) -> &'static str {
+        match self {
+            Self::KernelHandshake => "handshake",
+            Self::AcceptQueue => "accept wait",
+            Self::HandOff => "read wait",
+            Self::Handler => "service",
         }
+    }
+
+    fn traced(self, l: &ListenerReport) -> bool {
+        match self {
+            Self::HandOff => l.read_wait_us.is_some(),
+            Self::Handler => l.service_us.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// Accepted connections wait for their request to be read: a hand-off inside the server.
+fn hand_off(l: &ListenerReport, read_wait: f64) -> Bottleneck {
+    let summary = l.read_wait_us.clone().unwrap_or_default();
+    Bottleneck {
+        phase: "hand_off".into(),
+        evidence: vec![format!(
+            "read wait p99 {} (p50 {}) over {} connections",
+            human_us(read_wait),
+            human_us(summary.p50),
+            summary.count
+        )],
+        meaning: "accepted connections wait before their request is read: the accept loop \
+                  hands them to workers (a pool, goroutines, an event loop) that are busy, or \
+                  the clients send their requests late"
+            .into(),
+        ..Default::default()
+    }
+}
+
+/// The handler: from reading the request to the first byte of the response.
+fn handler(l: &ListenerReport, service: f64, seconds: f64) -> Bottleneck {
+    let summary = l.service_us.clone().unwrap_or_default();
+    let arrivals = l.accepted as f64 / seconds;
+    // Little's law again: requests in progress at once = arrival rate x service time.
+    let concurrency = arrivals * summary.mean / 1e6;
+    Bottleneck {
+        phase: "handler".into(),
+        evidence: vec![format!(
+            "service p99 {} (p50 {}) over {} connections",
+            human_us(service),
+            human_us(summary.p50),
+            summary.count
+        )],
+        meaning: format!(
+            "the handler takes the time between reading the request and its first response \
+             byte: the application's own work, not the kernel's queues or the accept loop; at \
+             {arrivals:.1}/s it keeps about {concurrency:.1} requests in progress at once"
+        ),
+        ..Default::default()
     }
 }
 
@@ -58,7 +166,6 @@ fn accept_queue(
     l: &ListenerReport,
     sysctls: Option<&Sysctls>,
     wait: f64,
-    handshake: f64,
     seconds: f64,
 ) -> Bottleneck {
     let mut evidence = vec![format!(
@@ -141,23 +248,17 @@ fn accept_queue(
             human_us(wait)
         ));
     }
-    let total = wait + handshake;
     Bottleneck {
         phase: "accept_queue".into(),
-        p99_us: Some(wait),
-        share: (total > 0.0).then(|| round2(wait / total)),
         evidence,
         meaning: meaning.join("; "),
+        ..Default::default()
     }
 }
 
-fn kernel_handshake(
-    l: &ListenerReport,
-    handshake: f64,
-    wait: f64,
-    syn_queue_full: u64,
-    retransmits: u64,
-) -> Bottleneck {
+fn kernel_handshake(l: &ListenerReport, handshake: f64) -> Bottleneck {
+    let syn_queue_full = l.drops.syn_queue_full.unwrap_or(0);
+    let retransmits = l.synack_retransmits.unwrap_or(0);
     let mut evidence = vec![format!(
         "handshake p99 {} (p50 {})",
         human_us(handshake),
@@ -186,13 +287,11 @@ fn kernel_handshake(
                 .to_owned(),
         );
     }
-    let total = wait + handshake;
     Bottleneck {
         phase: "kernel_handshake".into(),
-        p99_us: Some(handshake),
-        share: (total > 0.0).then(|| round2(handshake / total)),
         evidence,
         meaning: meaning.join("; "),
+        ..Default::default()
     }
 }
 
@@ -204,7 +303,7 @@ fn round2(x: f64) -> f64 {
 pub fn headline(b: &Bottleneck) -> String {
     let held = match (b.share, b.p99_us) {
         (Some(share), Some(p99)) => format!(
-            ", {:.0} % of the p99 from SYN to accept() ({})",
+            ", {:.0} % of the phases' p99s ({})",
             share * 100.0,
             human_us(p99)
         ),
@@ -213,6 +312,8 @@ pub fn headline(b: &Bottleneck) -> String {
     match b.phase.as_str() {
         "accept_queue" => format!("the time goes to the accept queue{held}"),
         "kernel_handshake" => format!("the time goes to the kernel handshake{held}"),
+        "hand_off" => format!("the time goes to the hand-off after accept(){held}"),
+        "handler" => format!("the time goes to the handler{held}"),
         "none" => "the listen path is quick".to_owned(),
         _ => "unknown".to_owned(),
     }
@@ -249,6 +350,9 @@ mod tests {
         l.accept_queue_max = Some(399);
         l.backlog = Some(511);
         l.drops.listen_overflows = Some(0);
+        // Traced with --phases none.
+        l.read_wait_us = None;
+        l.service_us = None;
         l
     }
 
@@ -301,5 +405,31 @@ mod tests {
         l.accept_wait_us = LatencySummary::default();
         l.handshake_us = LatencySummary::default();
         assert_eq!(judge(&l, None, 10_000).phase, "unknown");
+    }
+
+    /// A Go server with a slow handler: accepted at once, read at once, 200 ms to answer.
+    #[test]
+    fn a_slow_handler_is_the_applications() {
+        let mut l = blocked_event_loop();
+        l.never_accepted = NeverAccepted::default();
+        l.accepted = 1_000;
+        l.accept_wait_us = latency(1_000, 20.0, 90.0);
+        l.read_wait_us = Some(latency(1_000, 30.0, 120.0));
+        l.service_us = Some(LatencySummary {
+            mean: 200_000.0,
+            ..latency(1_000, 200_000.0, 210_000.0)
+        });
+        let verdict = judge(&l, None, 10_000);
+        assert_eq!(verdict.phase, "handler", "{verdict:#?}");
+        assert_eq!(verdict.p99_us, Some(210_000.0));
+        // 100 connections/s for 200 ms each: 20 in progress at once.
+        assert!(
+            verdict.meaning.contains("about 20.0 requests"),
+            "{}",
+            verdict.meaning
+        );
+        // Read late: the hand-off.
+        l.read_wait_us = Some(latency(1_000, 300_000.0, 500_000.0));
+        assert_eq!(judge(&l, None, 10_000).phase, "hand_off");
     }
 }

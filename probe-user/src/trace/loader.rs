@@ -25,6 +25,8 @@ pub struct TraceOptions {
     /// Only these ports; empty means every port.
     pub ports: Vec<u16>,
     pub hooks: hooks::HookChoice,
+    /// Follow accepted connections to their first response byte (`--phases`).
+    pub phases: bool,
 }
 
 /// Attached kernel programs. Dropping it detaches them.
@@ -55,7 +57,8 @@ impl Tracer {
         let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
         let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf);
         // Without them the listen_drops stage is left out, and drops come from the counters.
-        let (listen_counters, unavailable) = match kernel_offsets::listen_counters(&kernel_btf) {
+        let (listen_counters, mut unavailable) = match kernel_offsets::listen_counters(&kernel_btf)
+        {
             Ok(counters) => (counters, Vec::new()),
             Err(e) => (
                 ListenCounters::default(),
@@ -70,6 +73,13 @@ impl Tracer {
                 vec![(hooks::IO_URING_EXTRA, format!("io_uring accepts: {e:#}"))],
             ),
         };
+        if !options.phases {
+            unavailable.push((
+                hooks::Stage::Phases,
+                "turned off (--phases none)".to_owned(),
+            ));
+        }
+        let follow_responses = u32::from(options.phases);
         let config = ProbeConfig {
             offsets,
             filter_ports: u32::from(!options.ports.is_empty()),
@@ -89,6 +99,7 @@ impl Tracer {
             .override_global("SK_STATE_OFFSET", &offsets.sk_state, true)
             .override_global("LISTEN_COUNTERS", &listen_counters, true)
             .override_global("IO_URING", &io_uring, true)
+            .override_global("FOLLOW_RESPONSES", &follow_responses, true)
             .override_global(
                 "FEXIT_RETURN",
                 &kernel_offsets::fexit_return(&kernel_btf),

@@ -383,6 +383,7 @@ fn visibility(tracer: &Tracer) -> Visibility {
         ack_overflows: tracer.observes(Stage::ListenerDiscards)
             && tracer.listen_overflow_reason.is_some(),
         queues: tracer.observes(Stage::Queues),
+        phases: tracer.observes(Stage::Phases),
         listen_drops: tracer.observes(Stage::ListenDrops),
         listen_overflow_reason: tracer.listen_overflow_reason,
     }

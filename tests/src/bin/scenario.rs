@@ -11,6 +11,11 @@
 //! alone, that accepts nothing for T ms (its queues fill), then accepts whatever comes, and
 //! closes after D ms.
 //!
+//! `scenario request --listen ADDR --connections N --request-delay-ms R --handler-ms H`: a
+//! server and its clients, one connection at a time: the server accepts at once, reads the
+//! request, works H ms and answers; each client sends its request R ms after connecting and
+//! waits for the answer. Exits 0 only when every connection got its answer.
+//!
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
 //! by design (a full queue): it prints how many connected and exits 0.
@@ -80,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("serve") => serve_alone(&flags(2)?),
         Some("connect") => connect_alone(&flags(2)?),
+        Some("request") => request_response(&flags(2)?),
         _ => together(),
     }
 }
@@ -150,6 +156,39 @@ fn serve_alone(flags: &std::collections::HashMap<String, String>) -> anyhow::Res
         }
     }
     println!("scenario: {accepted} connections accepted on {addr}");
+    Ok(())
+}
+
+fn request_response(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let addr: SocketAddr = flag(flags, "listen", None)?;
+    let listener = listener(addr, 128)?;
+    let connections: usize = flag(flags, "connections", None)?;
+    let request_delay = Duration::from_millis(flag(flags, "request-delay-ms", Some(0))?);
+    let handler = Duration::from_millis(flag(flags, "handler-ms", Some(0))?);
+    for _ in 0..connections {
+        let client = thread::spawn(move || -> anyhow::Result<()> {
+            let mut stream = TcpStream::connect(addr)?;
+            thread::sleep(request_delay);
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut answer = [0u8; 64];
+            let read = stream.read(&mut answer)?;
+            if read == 0 {
+                bail!("no answer");
+            }
+            Ok(())
+        });
+        let (mut stream, _) = listener.accept()?;
+        let mut request = [0u8; 64];
+        stream.read(&mut request)?;
+        thread::sleep(handler);
+        stream.write_all(b"HTTP/1.0 204 No Content\r\n\r\n")?;
+        drop(stream);
+        client
+            .join()
+            .map_err(|_| anyhow::anyhow!("client panicked"))??;
+    }
+    println!("scenario: {connections} requests answered on {addr}");
     Ok(())
 }
 

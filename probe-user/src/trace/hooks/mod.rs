@@ -34,11 +34,13 @@ pub enum Stage {
     SynackRetransmit,
     /// Accept- and SYN-queue depths.
     Queues,
+    /// After accept(): the first read that returns bytes, and the first response byte.
+    Phases,
 }
 
 impl Stage {
     /// Every stage, in the order a connection meets them.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Syn,
         Stage::Handshake,
         Stage::Accept,
@@ -46,6 +48,7 @@ impl Stage {
         Stage::ListenDrops,
         Stage::SynackRetransmit,
         Stage::Queues,
+        Stage::Phases,
     ];
 
     /// The stage's slot in the kernel programs' `FAILURES` map.
@@ -58,6 +61,7 @@ impl Stage {
             Stage::ListenDrops => probe_common::STAGE_LISTEN_DROPS,
             Stage::SynackRetransmit => probe_common::STAGE_SYNACK_RETRANSMIT,
             Stage::Queues => probe_common::STAGE_QUEUES,
+            Stage::Phases => probe_common::STAGE_PHASES,
         }
     }
 
@@ -70,6 +74,7 @@ impl Stage {
             Stage::ListenDrops => "listen_drops",
             Stage::SynackRetransmit => "synack_retransmit",
             Stage::Queues => "queues",
+            Stage::Phases => "phases",
         }
     }
 

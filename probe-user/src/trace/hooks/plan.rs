@@ -384,4 +384,73 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
             ),
         ],
     ),
+    (
+        Stage::Phases,
+        &[
+            Candidate {
+                kind: HookKind::Fentry,
+                label: "fexit/tcp_recvmsg+fentry/tcp_sendmsg",
+                programs: &[
+                    ProgramSpec {
+                        program: "phases_fexit_recvmsg",
+                        attach: Attach::FExit {
+                            function: "tcp_recvmsg",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "phases_fentry_sendmsg",
+                        attach: Attach::FEntry {
+                            function: "tcp_sendmsg",
+                        },
+                    },
+                ],
+                extra: None,
+            },
+            Candidate {
+                kind: HookKind::Kprobe,
+                label: "kretprobe/tcp_recvmsg+kprobe/tcp_sendmsg",
+                programs: &[
+                    ProgramSpec {
+                        program: "phases_kprobe_recvmsg",
+                        attach: Attach::KProbe {
+                            function: "tcp_recvmsg",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "phases_kretprobe_recvmsg",
+                        attach: Attach::KProbe {
+                            function: "tcp_recvmsg",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "phases_kprobe_sendmsg",
+                        attach: Attach::KProbe {
+                            function: "tcp_sendmsg",
+                        },
+                    },
+                ],
+                extra: None,
+            },
+            // sock_recv_length and sock_send_length arrived in 6.3.
+            Candidate {
+                kind: HookKind::Tracepoint,
+                label: "tp_btf/sock_recv_length+tp_btf/sock_send_length",
+                programs: &[
+                    ProgramSpec {
+                        program: "phases_recv_length",
+                        attach: Attach::BtfTracePoint {
+                            event: "sock_recv_length",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "phases_send_length",
+                        attach: Attach::BtfTracePoint {
+                            event: "sock_send_length",
+                        },
+                    },
+                ],
+                extra: None,
+            },
+        ],
+    ),
 ];

@@ -1,0 +1,152 @@
+//! The phases after accept(): a connection accepted while tracing is followed (the `FOLLOWED`
+//! map, filled by the accept programs) until it sends its first response byte; its first read
+//! that returns bytes is noted on the way. Then its entry goes: a long-lived connection costs
+//! nothing afterwards, and every other socket's send or receive costs one map miss.
+//!
+//! Tracepoint backend (6.3+): `sock:sock_recv_length` and `sock:sock_send_length`, which see
+//! every socket's receive and send with their result.
+//!
+//! fentry and kprobe backends: the return of `tcp_recvmsg` (bytes read) and the entry of
+//! `tcp_sendmsg` (bytes handed over to send).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use probe_common::{EventKind, Followed, STAGE_PHASES};
+
+use crate::{
+    emit, failures,
+    kernel::{fexit_return, sock_endpoints},
+    maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, config},
+};
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn phases_recv_length(ctx: BtfTracePointContext) -> u32 {
+    let bytes: i32 = ctx.arg(1);
+    if bytes > 0 {
+        on_read(ctx.arg(0));
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn phases_send_length(ctx: BtfTracePointContext) -> u32 {
+    let bytes: i32 = ctx.arg(1);
+    if bytes > 0 {
+        failures::count(STAGE_PHASES, on_send(ctx.arg(0)));
+    }
+    0
+}
+
+#[fexit(function = "tcp_recvmsg")]
+pub fn phases_fexit_recvmsg(ctx: FExitContext) -> u32 {
+    let args = FEXIT_RETURN.load().tcp_recvmsg;
+    if fexit_return::<i32>(&ctx, args).is_ok_and(|bytes| bytes > 0) {
+        on_read(ctx.arg(0));
+    }
+    0
+}
+
+#[fentry(function = "tcp_sendmsg")]
+pub fn phases_fentry_sendmsg(ctx: FEntryContext) -> u32 {
+    let size: u64 = ctx.arg(2);
+    if size > 0 {
+        failures::count(STAGE_PHASES, on_send(ctx.arg(0)));
+    }
+    0
+}
+
+/// A kretprobe has no arguments: the socket is kept from the entry, per task (a receive may
+/// sleep).
+#[kprobe]
+pub fn phases_kprobe_recvmsg(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<u64>(0)
+        // SAFETY: the entry is only tested for presence; nothing is read through it.
+        && unsafe { FOLLOWED.get(&sk) }.is_some()
+    {
+        let _ = RECV_CALLS.insert(&bpf_get_current_pid_tgid(), &sk, 0);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn phases_kretprobe_recvmsg(ctx: RetProbeContext) -> u32 {
+    let task = bpf_get_current_pid_tgid();
+    // SAFETY: the socket pointer is copied out at once; the entry is this task's own.
+    let Some(&sk) = (unsafe { RECV_CALLS.get(&task) }) else {
+        return 0;
+    };
+    let _ = RECV_CALLS.remove(&task);
+    if ctx.ret::<i32>() > 0 {
+        on_read(sk);
+    }
+    0
+}
+
+#[kprobe]
+pub fn phases_kprobe_sendmsg(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(size)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(2))
+        && size > 0
+    {
+        failures::count(STAGE_PHASES, on_send(sk));
+    }
+    0
+}
+
+/// The first read of a followed connection that returned bytes: the request arrived in the
+/// handler's hands.
+#[inline(always)]
+fn on_read(sk: u64) {
+    let Some(followed) = FOLLOWED.get_ptr_mut(&sk) else {
+        return;
+    };
+    // SAFETY: the pointer is to this entry's value, valid while the program runs (RCU). Two
+    // CPUs reading the same socket at once could both write; either time is a first read.
+    unsafe {
+        if (*followed).read_ns == 0 {
+            (*followed).read_ns = bpf_ktime_get_ns();
+        }
+    }
+}
+
+/// The first send of a followed connection: its first response byte. Reported, then
+/// forgotten.
+#[inline(always)]
+fn on_send(sk: u64) -> Result<(), i32> {
+    // SAFETY: the entry is copied out at once; whichever program removes it reports it.
+    let Some(&followed) = (unsafe { FOLLOWED.get(&sk) }) else {
+        return Ok(());
+    };
+    if FOLLOWED.remove(&sk).is_err() {
+        return Ok(());
+    }
+    // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let config = config();
+    let Some(mut endpoints) = sock_endpoints(&config.offsets, sk)? else {
+        return Ok(());
+    };
+    endpoints.local_port = followed.local_port;
+    emit::send(|event| {
+        event.kind = EventKind::FirstResponse as u32;
+        endpoints.write_to(event);
+        event.pid = followed.pid;
+        event.comm = followed.comm;
+        event.syn_ns = followed.syn_ns;
+        event.established_ns = followed.established_ns;
+        event.accepted_ns = followed.accepted_ns;
+        event.read_ns = followed.read_ns;
+        event.response_ns = now;
+    });
+    Ok(())
+}
+
+/// Follows `sk`, just accepted, until its first response (when the phases are traced).
+#[inline(always)]
+pub fn follow(sk: u64, followed: &Followed) {
+    if FOLLOW_RESPONSES.load() != 0 {
+        let _ = FOLLOWED.insert(&sk, followed, 0);
+    }
+}

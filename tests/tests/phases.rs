@@ -1,0 +1,100 @@
+//! The phases after accept(): a server that reads each request as soon as it arrives and works
+//! a known time before answering, clients that send their request a known time after
+//! connecting. Read wait, service and SYN -> first byte must show those times, and the verdict
+//! must name the handler; `--phases none` leaves them null.
+
+use synscope_tests::{Netns, figure, require_root, scenario, synscope_run};
+
+const CONNECTIONS: u64 = 12;
+const REQUEST_DELAY_MS: f64 = 20.0;
+const HANDLER_MS: f64 = 60.0;
+
+fn script(netns: &Netns, port: u16) -> String {
+    scenario!(
+        netns,
+        "request",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--connections",
+        &CONNECTIONS.to_string(),
+        "--request-delay-ms",
+        "20",
+        "--handler-ms",
+        "60"
+    )
+}
+
+/// Within [at, at + slack) milliseconds: a sleep is never shorter, and a loaded machine
+/// (or QEMU's emulation) wakes late.
+fn around(name: &str, us: f64, at: f64) {
+    let ms = us / 1000.0;
+    assert!(
+        (at..at + 30.0).contains(&ms),
+        "{name} {ms} ms, expected {at} ms"
+    );
+}
+
+#[test]
+fn read_wait_and_service_show_the_known_times() {
+    require_root();
+    let netns = Netns::new("phases");
+    let port = 7190;
+    let traced = synscope_run(&[], &script(&netns, port));
+    let listener = traced.listener(&netns, port);
+    assert_eq!(listener.accepted, CONNECTIONS, "{listener:#?}");
+    assert_eq!(listener.first_responses, Some(CONNECTIONS), "{listener:#?}");
+    assert_eq!(listener.responded_unasked, Some(0));
+    let read_wait = listener.read_wait_us.as_ref().expect("traced");
+    let service = listener.service_us.as_ref().expect("traced");
+    let first_byte = listener.syn_to_first_byte_us.as_ref().expect("traced");
+    assert_eq!(
+        (read_wait.count, service.count, first_byte.count),
+        (CONNECTIONS, CONNECTIONS, CONNECTIONS)
+    );
+    around("read wait p50", read_wait.p50, REQUEST_DELAY_MS);
+    around("read wait min", read_wait.min, REQUEST_DELAY_MS);
+    around("service p50", service.p50, HANDLER_MS);
+    around("service min", service.min, HANDLER_MS);
+    around(
+        "SYN -> first byte p50",
+        first_byte.p50,
+        REQUEST_DELAY_MS + HANDLER_MS,
+    );
+    // The whole is the sum of its parts, per connection.
+    let parts = listener.syn_to_accept_us.min + read_wait.min + service.min;
+    assert!(
+        first_byte.min >= parts * 0.99,
+        "SYN -> first byte min {} µs below its parts' minima {parts} µs",
+        first_byte.min
+    );
+    assert_eq!(
+        listener.bottleneck.phase, "handler",
+        "{:#?}",
+        listener.bottleneck
+    );
+    figure(
+        "first_responses",
+        listener.first_responses.unwrap() as f64,
+        0.0,
+    );
+    figure("service_p50_ms", service.p50 / 1000.0, 0.5);
+}
+
+#[test]
+fn phases_none_leaves_them_out() {
+    require_root();
+    let netns = Netns::new("phases-none");
+    let port = 7191;
+    let traced = synscope_run(&["--phases", "none"], &script(&netns, port));
+    let listener = traced.listener(&netns, port);
+    assert_eq!(listener.accepted, CONNECTIONS, "{listener:#?}");
+    assert_eq!(listener.read_wait_us, None);
+    assert_eq!(listener.service_us, None);
+    assert_eq!(listener.first_responses, None);
+    assert_eq!(traced.hook("phases"), Some("unavailable"));
+    assert!(
+        traced.report.unobserved["phases"].contains("--phases none"),
+        "{:?}",
+        traced.report.unobserved
+    );
+}
