@@ -12,6 +12,10 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 
+/// Members one lookup may look at, anonymous structs' included: a kernel's largest structs
+/// have a few hundred.
+const MEMBERS_VISITED_AT_MOST: u32 = 100_000;
+
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
@@ -206,7 +210,9 @@ impl Btf {
             let (bit_offset, member) = self.find_member(members, field)?.ok_or_else(|| {
                 anyhow!("{struct_name} has no member {path} in this kernel's BTF")
             })?;
-            bits += bit_offset;
+            bits = bits
+                .checked_add(bit_offset)
+                .ok_or_else(|| anyhow!("{struct_name}.{path}: offset out of range"))?;
             if depth + 1 < path.split('.').count() {
                 members = match &self.resolve(member.type_id)?.ty {
                     Type::Composite { members } => members,
@@ -225,12 +231,38 @@ impl Btf {
         members: &'a [Member],
         name: &str,
     ) -> anyhow::Result<Option<(u32, &'a Member)>> {
+        let mut budget = MEMBERS_VISITED_AT_MOST;
+        self.find_member_within(members, name, 0, &mut budget)
+    }
+
+    fn find_member_within<'a>(
+        &'a self,
+        members: &'a [Member],
+        name: &str,
+        depth: u32,
+        budget: &mut u32,
+    ) -> anyhow::Result<Option<(u32, &'a Member)>> {
+        // A kernel nests anonymous members a few levels deep. A malformed BTF may make a
+        // struct its own anonymous member (twice, even): without both bounds the search would
+        // overflow the stack, or take 2^depth steps.
+        ensure!(
+            depth < 32,
+            "anonymous members nested too deep looking for {name}"
+        );
         for member in members {
+            *budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| anyhow!("too many anonymous members looking for {name}"))?;
             if member.name == 0 {
                 if let Type::Composite { members: inner } = &self.resolve(member.type_id)?.ty
-                    && let Some((offset, found)) = self.find_member(inner, name)?
+                    && let Some((offset, found)) =
+                        self.find_member_within(inner, name, depth + 1, budget)?
                 {
-                    return Ok(Some((member.bit_offset + offset, found)));
+                    let offset = member
+                        .bit_offset
+                        .checked_add(offset)
+                        .ok_or_else(|| anyhow!("member {name}: offset out of range"))?;
+                    return Ok(Some((offset, found)));
                 }
             } else if self.string(member.name)? == name {
                 return Ok(Some((member.bit_offset, member)));
@@ -455,6 +487,11 @@ mod tests {
             (-2i32) as u32,
         ]);
 
+        blob(&types, &strings)
+    }
+
+    /// A BTF blob: the header, then `types`, then `strings`.
+    fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut blob = Vec::new();
         blob.extend(BTF_MAGIC.to_le_bytes());
         blob.extend([1u8, 0]);
@@ -499,6 +536,22 @@ mod tests {
     }
 
     #[test]
+    fn a_struct_that_is_its_own_anonymous_member_is_an_error() {
+        // 1: int; 2: struct loop { int a; <anonymous struct loop>; <anonymous struct loop> }
+        let strings = b"\0int\0loop\0a\0".to_vec();
+        let mut types = Vec::new();
+        for word in [1u32, KIND_INT << 24, 4, 32] {
+            types.extend(word.to_le_bytes());
+        }
+        for word in [5u32, KIND_STRUCT << 24 | 3, 8, 10, 1, 0, 0, 2, 0, 0, 2, 0] {
+            types.extend(word.to_le_bytes());
+        }
+        let btf = Btf::parse(&blob(&types, &strings)).unwrap();
+        assert_eq!(btf.member_offset("loop", "a").unwrap(), 0);
+        assert!(btf.member_offset("loop", "missing").is_err());
+    }
+
+    #[test]
     fn counts_a_kernel_functions_parameters() {
         // Every kernel synscope supports has BTF; inet_csk_accept took 4 arguments before
         // 6.10 (sk, flags, err, kern) and 2 since (sk, arg).
@@ -509,5 +562,205 @@ mod tests {
         assert!(params == 2 || params == 4, "{params}");
         assert_eq!(btf.function_params("tcp_rtx_synack").unwrap(), 2);
         assert!(btf.function_params("no_such_function_here").is_err());
+    }
+
+    /// Malformed BTF (random, or the running kernel's with bytes changed) gives an error from
+    /// the parser or from the lookups, never a panic, a hang or a stack overflow.
+    mod properties {
+        use std::sync::LazyLock;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::host::kernel_offsets;
+
+        /// Every lookup synscope makes of the kernel's BTF, and a few of its own.
+        fn look_up_everything(btf: &Btf, names: &[&str]) {
+            let _ = kernel_offsets::resolve(btf);
+            let _ = kernel_offsets::io_uring(btf);
+            let _ = kernel_offsets::fexit_return(btf);
+            let _ = kernel_offsets::listen_overflow_reason(btf);
+            for name in probe_common::COUNTED_MIB_NAMES {
+                let _ = btf.enumerator(name);
+            }
+            for outer in names {
+                for inner in names {
+                    let _ = btf.member_offset(outer, inner);
+                    let _ = btf.member_offset(outer, &format!("{inner}.{outer}"));
+                    let _ = btf.enum_value(outer, inner);
+                }
+                let _ = btf.function_params(outer);
+                let _ = btf.tracepoint_arg_is_pointer(outer, 0);
+            }
+        }
+
+        /// Names the random type sections refer to: some that synscope looks up, some not.
+        const STRINGS: &[u8] = b"\0sock\0__sk_common\0skc_state\0io_kiocb\0cqe\0\
+                                 btf_trace_io_uring_complete\0inet_csk_accept\0x\0\xff\xfe\0";
+        const NAMES: [&str; 7] = [
+            "sock",
+            "__sk_common",
+            "skc_state",
+            "io_kiocb",
+            "io_uring_complete",
+            "inet_csk_accept",
+            "x",
+        ];
+
+        /// Where each of [`STRINGS`]' names starts.
+        fn string_offsets() -> Vec<u32> {
+            (1..STRINGS.len())
+                .filter(|&at| STRINGS[at - 1] == 0)
+                .map(|at| at as u32)
+                .collect()
+        }
+
+        /// The words that follow a type's header, by its kind and count.
+        fn trailing_words(kind: u32, vlen: u32) -> usize {
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 1,
+                KIND_ARRAY => 3,
+                KIND_STRUCT | KIND_UNION | KIND_ENUM64 | KIND_DATASEC => 3 * vlen as usize,
+                KIND_ENUM | KIND_FUNC_PROTO => 2 * vlen as usize,
+                _ => 0,
+            }
+        }
+
+        /// A type section of well-formed types (mostly of the kinds lookups follow, with small
+        /// counts and ids that point at each other, so that loops and self-references come
+        /// up), then sometimes words of any value.
+        fn type_section() -> impl Strategy<Value = Vec<u8>> {
+            let name = prop_oneof![
+                3 => prop::sample::select(string_offsets()),
+                1 => Just(0u32),
+                1 => any::<u32>(),
+            ];
+            let kind = prop_oneof![
+                3 => prop::sample::select(vec![
+                    KIND_STRUCT,
+                    KIND_UNION,
+                    KIND_TYPEDEF,
+                    KIND_PTR,
+                    KIND_ENUM,
+                    KIND_FUNC,
+                    KIND_FUNC_PROTO,
+                ]),
+                1 => 0u32..22,
+            ];
+            // Member names (0: anonymous), type ids, offsets and values.
+            let word = prop_oneof![
+                4 => 0u32..6,
+                2 => prop::sample::select(string_offsets()),
+                1 => any::<u32>(),
+            ];
+            let header = (name, kind, 0u32..4, any::<bool>(), 0u32..6);
+            let types = prop::collection::vec((header, prop::collection::vec(word, 12)), 0..12);
+            // Mostly none: a section that ends inside a type is refused before any lookup.
+            let garbage = prop_oneof![
+                4 => Just(Vec::new()),
+                1 => prop::collection::vec(any::<u8>(), 1..8),
+            ];
+            (types, garbage).prop_map(|(types, garbage)| {
+                let mut bytes = Vec::new();
+                for ((name, kind, vlen, kind_flag, target), words) in types {
+                    let info = u32::from(kind_flag) << 31 | kind << 24 | vlen;
+                    let trailing = words.into_iter().take(trailing_words(kind, vlen));
+                    for word in [name, info, target].into_iter().chain(trailing) {
+                        bytes.extend(word.to_le_bytes());
+                    }
+                }
+                bytes.extend(garbage);
+                bytes
+            })
+        }
+
+        /// The running kernel's BTF cut down to its first 64 KiB of types (at a type's end)
+        /// and all its strings; None where this machine has no BTF.
+        static KERNEL_PREFIX: LazyLock<Option<Vec<u8>>> = LazyLock::new(|| {
+            let data = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+            let u32_at = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+            let header = u32_at(4) as usize;
+            let (type_off, type_len) = (u32_at(8) as usize, u32_at(12) as usize);
+            let (str_off, str_len) = (u32_at(16) as usize, u32_at(20) as usize);
+            let types = &data[header + type_off..header + type_off + type_len];
+            let strings = &data[header + str_off..header + str_off + str_len];
+            let mut reader = Reader {
+                data: types,
+                pos: 0,
+            };
+            while reader.pos < 64 * 1024 {
+                read_type(&mut reader).ok()?;
+            }
+            Some(blob(&types[..reader.pos], strings))
+        });
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_bytes(data in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Ok(btf) = Btf::parse(&data) {
+                    look_up_everything(&btf, &NAMES);
+                }
+            }
+
+            #[test]
+            fn random_types_behind_a_valid_header(types in type_section()) {
+                if let Ok(btf) = Btf::parse(&blob(&types, STRINGS)) {
+                    look_up_everything(&btf, &NAMES);
+                }
+            }
+
+            #[test]
+            fn random_header_fields(fields in prop::collection::vec(any::<u32>(), 5)) {
+                let mut data = blob(&[0; 64], STRINGS);
+                for (at, field) in fields.into_iter().enumerate() {
+                    data[4 + 4 * at..8 + 4 * at].copy_from_slice(&field.to_le_bytes());
+                }
+                let _ = Btf::parse(&data);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn the_kernels_btf_with_bytes_changed(
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let Some(prefix) = KERNEL_PREFIX.as_ref() else {
+                    return Ok(());
+                };
+                // The edits fall in the header and the types, where the parser's decisions are.
+                let types_end = 24 + u32::from_le_bytes(prefix[12..16].try_into().unwrap()) as usize;
+                let mut data = prefix.clone();
+                for (at, byte) in edits {
+                    data[at.index(types_end)] = byte;
+                }
+                if truncate {
+                    data.truncate(cut.index(types_end));
+                }
+                if let Ok(btf) = Btf::parse(&data) {
+                    look_up_everything(&btf, &NAMES);
+                }
+            }
+        }
+
+        #[test]
+        fn the_kernels_btf_prefix_parses() {
+            if let Some(prefix) = KERNEL_PREFIX.as_ref() {
+                Btf::parse(prefix).unwrap();
+            }
+        }
     }
 }

@@ -109,4 +109,77 @@ IpExt: 0
         assert!(read_own().contains_key("ListenOverflows"));
         assert!(read_sysctls().somaxconn.is_some());
     }
+
+    /// /proc/net/netstat and snmp as any text: no panic, and only the counters asked for,
+    /// each with the value in its own column.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_text(text in any::<String>()) {
+                let counters = parse_pairs(&text, "TcpExt:", &TCP_EXT_COUNTERS);
+                prop_assert!(counters.keys().all(|k| TCP_EXT_COUNTERS.contains(&k.as_str())));
+            }
+
+            #[test]
+            fn lines_of_names_and_values(
+                columns in prop::collection::vec(
+                    (
+                        prop_oneof![
+                            prop::sample::select(TCP_EXT_COUNTERS.to_vec()).prop_map(String::from),
+                            "[A-Za-z]{1,12}",
+                        ],
+                        prop_oneof![any::<u64>().prop_map(|v| v.to_string()), "[-0-9a-z]{1,4}"],
+                    ),
+                    0..16,
+                ),
+                prefix in prop_oneof![Just("TcpExt:"), Just("IpExt:"), Just("TcpExt")],
+                missing_values in any::<bool>(),
+                noise in "[ -~\n]{0,40}",
+            ) {
+                let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+                let mut values: Vec<&str> = columns.iter().map(|(_, v)| v.as_str()).collect();
+                if missing_values {
+                    values.pop();
+                }
+                let text = format!(
+                    "{noise}\nTcpExt: {}\nTcpExt: {}\n{prefix} x\n",
+                    names.join(" "),
+                    values.join(" ")
+                );
+                let counters = parse_pairs(&text, "TcpExt:", &TCP_EXT_COUNTERS);
+                for (name, value) in &counters {
+                    prop_assert!(TCP_EXT_COUNTERS.contains(&name.as_str()));
+                    // The value of some column of that name (a name may repeat).
+                    prop_assert!(
+                        columns.iter().any(|(n, v)| n == name && v.parse() == Ok(*value)),
+                        "{name}={value} from {text:?}"
+                    );
+                }
+                let clean = !noise.contains("TcpExt:") && prefix != "TcpExt:";
+                if clean && !missing_values {
+                    for (name, value) in &columns {
+                        let Ok(value) = value.parse::<u64>() else { continue };
+                        let repeated = columns.iter().filter(|(n, _)| n == name).count() > 1;
+                        if TCP_EXT_COUNTERS.contains(&name.as_str()) && !repeated {
+                            prop_assert_eq!(counters.get(name), Some(&value), "{:?}", text);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

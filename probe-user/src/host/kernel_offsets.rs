@@ -36,8 +36,10 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         icsk_syn_queue_len: btf.member_offset("inet_connection_sock", "icsk_accept_queue.qlen")?,
         sk_socket: sock("sk_socket")?,
         sk_drops: sock("sk_drops")?,
-        socket_inode: btf.member_offset("socket_alloc", "vfs_inode")?
-            - btf.member_offset("socket_alloc", "socket")?,
+        socket_inode: btf
+            .member_offset("socket_alloc", "vfs_inode")?
+            .checked_sub(btf.member_offset("socket_alloc", "socket")?)
+            .context("socket_alloc's inode comes before its socket in this kernel's BTF")?,
         inode_ino: btf.member_offset("inode", "i_ino")?,
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
@@ -90,8 +92,10 @@ pub fn io_uring(btf: &Btf) -> anyhow::Result<IoUringOffsets> {
     );
     Ok(IoUringOffsets {
         request_opcode: btf.member_offset("io_kiocb", "opcode")?,
-        request_result: btf.member_offset("io_kiocb", "cqe")?
-            + btf.member_offset("io_cqe", "res")?,
+        request_result: btf
+            .member_offset("io_kiocb", "cqe")?
+            .checked_add(btf.member_offset("io_cqe", "res")?)
+            .context("io_kiocb.cqe.res is out of range in this kernel's BTF")?,
         accept_file_slot: btf.member_offset("io_accept", "file_slot")?,
         _pad: 0,
     })

@@ -125,8 +125,16 @@ pub fn parse_messages(mut data: &[u8], out: &mut Vec<DiagListener>) -> anyhow::R
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = i32::from_ne_bytes(data[16..20].try_into().expect("4 bytes"));
-                return Err(io::Error::from_raw_os_error(-errno)).context("sock_diag error");
+                // struct nlmsgerr begins with the (negative) errno.
+                let Some(errno) = data
+                    .get(NLMSG_HEADER..NLMSG_HEADER + 4)
+                    .filter(|_| len >= 20)
+                else {
+                    bail!("malformed sock_diag error reply");
+                };
+                let errno = i32::from_ne_bytes(errno.try_into().expect("4 bytes"));
+                return Err(io::Error::from_raw_os_error(errno.wrapping_neg()))
+                    .context("sock_diag error");
             }
             SOCK_DIAG_BY_FAMILY => {
                 if let Some(listener) = parse_listener(&data[NLMSG_HEADER..len]) {
@@ -219,11 +227,164 @@ mod tests {
     }
 
     #[test]
+    fn an_error_reply_without_its_errno_is_an_error() {
+        let mut message = vec![0u8; 16];
+        message[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        message[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert!(parse_messages(&message, &mut Vec::new()).is_err());
+    }
+
+    #[test]
     fn an_error_reply_is_an_error() {
         let mut message = vec![0u8; 36];
         message[0..4].copy_from_slice(&36u32.to_ne_bytes());
         message[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         message[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
         assert!(parse_messages(&message, &mut Vec::new()).is_err());
+    }
+
+    /// Replies as any bytes, or as messages whose lengths and types are off: an error or
+    /// listeners, never a panic; and well-formed listeners come back as they were.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// One netlink message: its header (length as declared) and payload.
+        fn message(kind: u16, declared_len: usize, payload: &[u8]) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            bytes.extend((declared_len as u32).to_ne_bytes());
+            bytes.extend(kind.to_ne_bytes());
+            bytes.extend([0u8; 10]); // flags, sequence, port id
+            bytes.extend(payload);
+            while !bytes.len().is_multiple_of(4) {
+                bytes.push(0);
+            }
+            bytes
+        }
+
+        /// struct inet_diag_msg for `listener`, then its SK_MEMINFO and an attribute synscope
+        /// does not read.
+        fn inet_diag_msg(listener: &DiagListener) -> Vec<u8> {
+            let mut msg = vec![0u8; INET_DIAG_MSG];
+            let (family, src) = match listener.addr {
+                IpAddr::V4(v4) => (libc::AF_INET, v4.octets().to_vec()),
+                IpAddr::V6(v6) => (libc::AF_INET6, v6.octets().to_vec()),
+            };
+            msg[0] = family as u8;
+            msg[1] = TCP_LISTEN as u8;
+            msg[4..6].copy_from_slice(&listener.port.to_be_bytes());
+            msg[8..8 + src.len()].copy_from_slice(&src);
+            msg[56..60].copy_from_slice(&listener.accept_queue.to_ne_bytes());
+            msg[60..64].copy_from_slice(&listener.backlog.to_ne_bytes());
+            msg[68..72].copy_from_slice(&listener.inode.to_ne_bytes());
+            let mut attribute = |kind: u16, payload: &[u8]| {
+                msg.extend(((4 + payload.len()) as u16).to_ne_bytes());
+                msg.extend(kind.to_ne_bytes());
+                msg.extend(payload);
+                while !msg.len().is_multiple_of(4) {
+                    msg.push(0);
+                }
+            };
+            attribute(1, &[7, 7, 7]); // INET_DIAG_MEMINFO, odd-sized
+            let mut meminfo = [0u32; 10];
+            meminfo[SK_MEMINFO_DROPS] = listener.drops;
+            let meminfo: Vec<u8> = meminfo.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            attribute(INET_DIAG_SKMEMINFO, &meminfo);
+            msg
+        }
+
+        fn listener() -> impl Strategy<Value = DiagListener> {
+            let addr = prop_oneof![
+                any::<[u8; 4]>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+                any::<[u8; 16]>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            ];
+            (
+                addr,
+                any::<u16>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+            )
+                .prop_map(|(addr, port, accept_queue, backlog, drops, inode)| {
+                    DiagListener {
+                        addr,
+                        port,
+                        accept_queue,
+                        backlog,
+                        drops,
+                        inode,
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_bytes(data in prop::collection::vec(any::<u8>(), 0..400)) {
+                let mut out = Vec::new();
+                let _ = parse_messages(&data, &mut out);
+                prop_assert!(out.len() <= data.len() / (NLMSG_HEADER + INET_DIAG_MSG));
+            }
+
+            #[test]
+            fn messages_with_lengths_and_types_off(
+                messages in prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just(NLMSG_ERROR),
+                            Just(NLMSG_DONE),
+                            Just(SOCK_DIAG_BY_FAMILY),
+                            any::<u16>(),
+                        ],
+                        // Short ones too: the payloads whose fields are missing.
+                        prop_oneof![
+                            prop::collection::vec(any::<u8>(), 0..8),
+                            prop::collection::vec(any::<u8>(), 0..120),
+                        ],
+                        prop_oneof![Just(0i64), -24i64..24],
+                    ),
+                    1..4,
+                ),
+                unpadded in 0usize..4,
+            ) {
+                let mut data = Vec::new();
+                for (kind, payload, off) in messages {
+                    let len = (NLMSG_HEADER + payload.len()) as i64 + off;
+                    data.extend(message(kind, len.max(0) as usize, &payload));
+                }
+                // The datagram may end right after the last message's declared length.
+                data.truncate(data.len().saturating_sub(unpadded));
+                let _ = parse_messages(&data, &mut Vec::new());
+            }
+
+            #[test]
+            fn listeners_come_back_as_they_were(
+                listeners in prop::collection::vec(listener(), 0..5),
+                done in any::<bool>(),
+            ) {
+                let mut data = Vec::new();
+                for listener in &listeners {
+                    let msg = inet_diag_msg(listener);
+                    data.extend(message(SOCK_DIAG_BY_FAMILY, NLMSG_HEADER + msg.len(), &msg));
+                }
+                if done {
+                    data.extend(message(NLMSG_DONE, NLMSG_HEADER + 4, &[0; 4]));
+                }
+                let mut out = Vec::new();
+                prop_assert_eq!(parse_messages(&data, &mut out).unwrap(), done);
+                prop_assert_eq!(out, listeners);
+            }
+        }
     }
 }

@@ -538,4 +538,69 @@ mod tests {
             Some("no traffic reached any traced port")
         );
     }
+
+    /// `--fail-if` as any text: a threshold or a one-line complaint, never a panic; and every
+    /// expression the grammar allows parses to what it says.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn figure() -> impl Strategy<Value = Figure> {
+            let latency = prop::sample::select(LATENCIES.to_vec());
+            let stat = prop::sample::select(STATS.to_vec());
+            prop_oneof![
+                (latency, stat).prop_map(|((_, l), (_, s))| Figure::Latency(l, s)),
+                prop::sample::select(COUNTS.to_vec()).prop_map(|(_, c)| Figure::Count(c)),
+                Just(Figure::LostEvents),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_text(text in any::<String>()) {
+                if let Err(complaint) = parse(&text) {
+                    prop_assert!(!complaint.contains('\n') || text.contains('\n'), "{complaint}");
+                }
+            }
+
+            #[test]
+            fn near_misses(text in "[0-9]{0,6}:?[a-z_]{0,14}\\.?[a-z0-9]{0,5} ?[<>=!]{1,2} ?[-+0-9.e]{0,8}(us|µs|ms|s|m|)") {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn the_grammar_parses_to_what_it_says(
+                port in prop::option::of(1u16..),
+                figure in figure(),
+                op in prop::sample::select(OPS.to_vec()),
+                limit in 0u32..1_000_000,
+                unit in prop::sample::select(vec![("us", 1.0), ("µs", 1.0), ("ms", 1e3), ("s", 1e6)]),
+                spaces in prop::sample::select(vec!["", " ", "  "]),
+            ) {
+                let port = if figure == Figure::LostEvents { None } else { port };
+                let (op_text, op) = op;
+                let (unit_text, scale) = if figure.is_duration() { unit } else { ("", 1.0) };
+                let expression = format!(
+                    "{}{figure}{spaces}{op_text}{spaces}{limit}{unit_text}",
+                    port.map(|p| format!("{p}:")).unwrap_or_default()
+                );
+                let threshold = parse(&expression).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(threshold.port, port);
+                prop_assert_eq!(threshold.figure, figure);
+                prop_assert_eq!(threshold.op, op);
+                prop_assert_eq!(threshold.limit, f64::from(limit) * scale);
+            }
+        }
+    }
 }
