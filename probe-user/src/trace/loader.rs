@@ -57,8 +57,7 @@ impl Tracer {
         let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
         let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf);
         // Without them the listen_drops stage is left out, and drops come from the counters.
-        let (listen_counters, mut unavailable) = match kernel_offsets::listen_counters(&kernel_btf)
-        {
+        let (listen_counters, unavailable) = match kernel_offsets::listen_counters(&kernel_btf) {
             Ok(counters) => (counters, Vec::new()),
             Err(e) => (
                 ListenCounters::default(),
@@ -73,8 +72,9 @@ impl Tracer {
                 vec![(hooks::IO_URING_EXTRA, format!("io_uring accepts: {e:#}"))],
             ),
         };
+        let mut turned_off = Vec::new();
         if !options.phases {
-            unavailable.push((
+            turned_off.push((
                 hooks::Stage::Phases,
                 "turned off (--phases none)".to_owned(),
             ));
@@ -141,6 +141,7 @@ impl Tracer {
             options.hooks,
             &unavailable,
             &unavailable_extras,
+            &turned_off,
         )?;
         Ok(Self {
             _ebpf: ebpf,

@@ -195,16 +195,27 @@ impl fmt::Display for StageHook {
 /// that offers that kind uses it or fails (an optional stage is left out instead); a stage that
 /// does not offer it is left out. `unavailable`:
 /// stages that cannot work here whatever the hook, with the reason (something the programs
-/// need is missing).
+/// need is missing). `turned_off`: optional stages the user left out, with the reason; none of
+/// their programs is attached.
 pub fn attach_plan(
     ebpf: &mut Ebpf,
     btf: &Btf,
     choice: HookChoice,
     unavailable: &[(Stage, String)],
     unavailable_extras: &[(&str, String)],
+    turned_off: &[(Stage, String)],
 ) -> anyhow::Result<Vec<StageHook>> {
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
+        if let Some((_, why)) = turned_off.iter().find(|(s, _)| *s == stage) {
+            hooks.push(StageHook {
+                stage,
+                active: None,
+                skipped: vec![("--phases", why.clone())],
+                missed: None,
+            });
+            continue;
+        }
         let forced = choice.kind();
         let offered = forced.is_some_and(|kind| candidates.iter().any(|c| c.kind == kind));
         let mut skipped = Vec::new();
