@@ -65,10 +65,11 @@ fn finish_with_report(
     sink.write(&report)?;
     let broken: Vec<_> = report.thresholds.iter().filter(|t| !t.held).collect();
     for result in &broken {
-        eprintln!(
+        // Standard error may be a pipe whose reader left (`2>&1 | head`): no panic for that.
+        crate::cli::eprint_line(&format!(
             "synscope: threshold broken: {}",
             thresholds::describe(result)
-        );
+        ));
     }
     let code = if broken.is_empty() {
         0

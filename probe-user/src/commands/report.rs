@@ -1,7 +1,10 @@
 //! `synscope [--duration D]`: trace every listening port (or those of `--port`) until the
 //! duration passes or Ctrl-C, then report.
 
-use crate::{cli::TraceArgs, trace::signals};
+use crate::{
+    cli::{TraceArgs, eprint_line},
+    trace::signals,
+};
 
 pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let options = super::trace_options(args)?;
@@ -9,16 +12,16 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let mut session = super::start_session(&options)?;
     match args.duration {
         Some(duration) => {
-            eprintln!(
+            eprint_line(&format!(
                 "synscope: tracing for {} (Ctrl-C to stop early)",
                 humantime::format_duration(duration)
-            );
+            ));
             session
                 .trace_until(signals::sleep_or_stop(duration))
                 .await?;
         }
         None => {
-            eprintln!("synscope: tracing until Ctrl-C");
+            eprint_line("synscope: tracing until Ctrl-C");
             session.trace_until(signals::stop()).await?;
         }
     }
