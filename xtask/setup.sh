@@ -16,7 +16,7 @@ LLVM_MAJOR=22
 # scrape it (and promtool lint it); top's test reads its screen through tmux.
 PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
-  iproute2 nftables nginx-light wrk apache2-utils procps util-linux bpftool
+  iproute2 nftables nginx-light wrk apache2-utils procps util-linux bpftool bpftrace
   qemu-system-x86 busybox-static cpio xz-utils zstd kmod chromium
   prometheus curl tmux
 )

@@ -34,8 +34,9 @@ enum Task {
     Demo,
     /// A static (musl), stripped synscope in target/dist, to copy to any x86-64 Linux.
     Dist,
-    /// Measure what tracing costs a loopback connect/accept loop (as root).
-    Bench,
+    /// Measure what tracing costs (as root): untraced, synscope and a bpftrace reference,
+    /// alternating, on loopback loops and nginx under wrk; see BENCHMARKS.md.
+    Bench(bench::Options),
     /// The integration tests per backend: natively on this kernel, and on Debian's 5.10, 6.1
     /// and 6.12 kernels under QEMU.
     VmTest(vm::Selection),
@@ -94,7 +95,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             }
             matrix?;
         }
-        Task::Bench => bench::run(&root)?,
+        Task::Bench(options) => bench::run(&root, &options)?,
         Task::Dist => dist::run(&root)?,
         Task::VmTest(selection) => {
             vm::run(&root, &selection)?;
