@@ -231,7 +231,8 @@ pub struct ConnEvent {
     pub _pad1: u16,
     /// Inode number of a `ListenerClosed` socket.
     pub socket_inode: u32,
-    pub _pad2: u32,
+    /// The thread that accepted (an `Accept`'s).
+    pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds; 0 when that stage was not seen (for example a connection
     /// whose SYN arrived before tracing started).
     pub syn_ns: u64,
@@ -257,7 +258,7 @@ impl ConnEvent {
             remote_port: 0,
             _pad1: 0,
             socket_inode: 0,
-            _pad2: 0,
+            tid: 0,
             syn_ns: 0,
             established_ns: 0,
             accepted_ns: 0,
@@ -347,7 +348,7 @@ pub struct SynStamp {
 pub struct EarlyAccept {
     pub accepted_ns: u64,
     pub pid: u32,
-    pub _pad: u32,
+    pub tid: u32,
     pub comm: [u8; 16],
 }
 

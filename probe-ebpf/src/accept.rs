@@ -148,7 +148,8 @@ fn on_accepted_sock(
     }
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let task = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((task >> 32) as u32, task as u32);
     let comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: the stamps are copied out at once (here and in the two lookups below). Map memory
     // stays valid while the program runs (RCU); another CPU replacing the entry meanwhile can
@@ -164,7 +165,7 @@ fn on_accepted_sock(
                 let early = EarlyAccept {
                     accepted_ns: now,
                     pid,
-                    _pad: 0,
+                    tid,
                     comm,
                 };
                 let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
@@ -175,7 +176,7 @@ fn on_accepted_sock(
                     && EARLY_ACCEPTS.remove(&sk).is_ok()
                 {
                     let _ = CHILDREN.remove(&sk);
-                    send_accept(sk, &child, stamps, now, pid, comm);
+                    send_accept(sk, &child, stamps, now, (pid, tid), comm);
                 }
                 return Ok(());
             }
@@ -191,7 +192,7 @@ fn on_accepted_sock(
             }
         }
     };
-    send_accept(sk, &child, stamps, now, pid, comm);
+    send_accept(sk, &child, stamps, now, (pid, tid), comm);
     Ok(())
 }
 
@@ -203,13 +204,14 @@ pub fn send_accept(
     child: &SockEndpoints,
     stamps: ChildStamps,
     accepted_ns: u64,
-    pid: u32,
+    (pid, tid): (u32, u32),
     comm: [u8; 16],
 ) {
     emit::send(|event| {
         event.kind = EventKind::Accept as u32;
         child.write_to(event);
         event.pid = pid;
+        event.tid = tid;
         event.syn_ns = stamps.syn_ns;
         event.established_ns = stamps.established_ns;
         event.accepted_ns = accepted_ns;

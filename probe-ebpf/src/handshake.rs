@@ -269,7 +269,7 @@ fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now:
         child,
         stamps,
         now.max(early.accepted_ns),
-        early.pid,
+        (early.pid, early.tid),
         early.comm,
     );
     true

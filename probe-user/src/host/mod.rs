@@ -9,4 +9,5 @@ pub mod kallsyms;
 pub mod kernel_offsets;
 pub mod netns;
 pub mod preflight;
+pub mod processes;
 pub mod sockdiag;

@@ -7,7 +7,7 @@ use std::{
 
 use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey, TCP_CLOSE, TCP_CLOSE_WAIT};
 
-use super::{drops::CountedDrops, latency::Latency};
+use super::{accept_loop::AcceptLoop, drops::CountedDrops, latency::Latency};
 
 #[derive(Clone, Debug, Default)]
 pub struct ListenerStats {
@@ -38,6 +38,8 @@ pub struct ListenerStats {
     pub counted: CountedDrops,
     /// Connections accepted per (pid, command).
     pub acceptors: BTreeMap<(u32, String), u64>,
+    /// Accepting threads, batches per wake-up, and the accept loop's absences.
+    pub accept_loop: AcceptLoop,
     /// Children queued during the span and not accepted yet: flow -> when their handshake
     /// completed (CLOCK_MONOTONIC ns).
     pub waiting: HashMap<Flow, u64>,
@@ -145,6 +147,12 @@ impl Aggregator {
                 if stats.left.remove(&flow) {
                     stats.left_then_accepted += 1;
                 }
+                stats.accept_loop.accepted(
+                    event.pid,
+                    event.tid,
+                    event.accepted_ns,
+                    stats.waiting.is_empty(),
+                );
                 if event.established_ns != 0 {
                     stats
                         .accept_wait

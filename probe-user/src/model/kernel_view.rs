@@ -154,6 +154,21 @@ impl KernelView {
         open
     }
 
+    /// Each listening socket of `key` seen during the span, by inode.
+    pub fn sockets(&self, key: ListenerKey) -> Vec<crate::report::ListenerSocket> {
+        self.sockets
+            .iter()
+            .filter(|(_, s)| s.key == key)
+            .map(|(&(_, inode), s)| crate::report::ListenerSocket {
+                inode,
+                addr: s.addr.map(|a| a.to_string()),
+                backlog: s.backlog,
+                accept_queue_max: s.accept_queue_max,
+                drops: u64::from(s.drops_last.wrapping_sub(s.drops_first)),
+            })
+            .collect()
+    }
+
     pub fn addrs(&self, key: ListenerKey) -> BTreeSet<IpAddr> {
         self.sockets_of(key).filter_map(|s| s.addr).collect()
     }

@@ -3,6 +3,7 @@
 //! can see. [`Observations`] owns all of it and is fed through one entry point; the report is a
 //! pure function of it (`report::analyze`).
 
+pub mod accept_loop;
 pub mod aggregate;
 pub mod drops;
 pub mod kernel_view;

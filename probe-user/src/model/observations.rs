@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use probe_common::{ConnEvent, EventKind, ListenerKey, QueueDepths};
 
 use super::{aggregate::Aggregator, kernel_view::KernelView};
-use crate::host::inventory::NetnsState;
+use crate::host::{inventory::NetnsState, processes::ProcessInfo};
 
 /// What the attached hooks can see. A figure whose stage is not observed is reported as null
 /// (unknown), never as zero.
@@ -40,6 +40,8 @@ pub enum Observation<'a> {
     LostEvents(u64),
     /// Failed kernel reads per stage since the last reading.
     KernelFailures(BTreeMap<String, u64>),
+    /// Where an accepting process lives (cgroup, pod, container), read when first seen.
+    Process(u32, ProcessInfo),
 }
 
 /// What one session (or one interval of it) observed.
@@ -52,6 +54,8 @@ pub struct Observations {
     pub queue_depths: BTreeMap<ListenerKey, QueueDepths>,
     pub lost_events: u64,
     pub kernel_failures: BTreeMap<String, u64>,
+    /// Accepting processes' cgroups, by pid.
+    pub processes: BTreeMap<u32, ProcessInfo>,
 }
 
 impl Observations {
@@ -87,6 +91,9 @@ impl Observations {
                 }
             }
             Observation::LostEvents(lost) => self.lost_events += lost,
+            Observation::Process(pid, info) => {
+                self.processes.insert(pid, info);
+            }
             Observation::KernelFailures(failures) => {
                 for (stage, count) in failures {
                     *self.kernel_failures.entry(stage).or_default() += count;
@@ -99,6 +106,7 @@ impl Observations {
     /// counters as last seen for a baseline, so intervals' counter deltas add up to the run's.
     pub fn next_interval(&self, last_poll: Option<Vec<NetnsState>>) -> Self {
         let mut next = Self::new(self.visibility.clone());
+        next.processes = self.processes.clone();
         if let Some(states) = last_poll {
             next.kernel_view.observe(states);
         }

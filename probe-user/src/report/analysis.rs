@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use probe_common::ListenerKey;
 
 use super::{
-    AbandonedInQueue, Acceptor, Bottleneck, ListenerReport, NamespaceReport, NeverAccepted, Report,
-    SCHEMA, verdict,
+    AbandonedInQueue, AcceptLoopReport, Acceptor, Bottleneck, ListenerReport, ListenerSocket,
+    NamespaceReport, NeverAccepted, Report, SCHEMA, verdict,
 };
 use crate::model::{
     Observations,
@@ -26,6 +26,33 @@ pub struct RunInfo {
     /// CLOCK_MONOTONIC when the report is made (the kernel programs' clock), for how long the
     /// never-accepted connections had waited; 0 when unknown.
     pub ended_ns: u64,
+}
+
+/// SO_REUSEPORT members share an address and port, each with its own queue: when the kernel's
+/// hash sends one of them more than its acceptor takes, it drops while the others have room.
+fn reuseport_imbalance(sockets: &[ListenerSocket]) -> Option<String> {
+    let mut by_addr: BTreeMap<&Option<String>, Vec<&ListenerSocket>> = BTreeMap::new();
+    for socket in sockets {
+        by_addr.entry(&socket.addr).or_default().push(socket);
+    }
+    let group = by_addr.into_values().find(|members| members.len() > 1)?;
+    let dropping = group.iter().find(|s| s.drops > 0)?;
+    let roomy = group
+        .iter()
+        .find(|s| s.drops == 0 && s.accept_queue_max < s.backlog / 2)?;
+    Some(format!(
+        "SO_REUSEPORT member {} dropped {} connections (queue up to {} of {}) while member {} \
+         had room (queue up to {} of {}): the kernel spreads connections over the members by \
+         hash, whatever each one's acceptor is doing, so one stuck or slow acceptor loses its \
+         share",
+        dropping.inode,
+        dropping.drops,
+        dropping.accept_queue_max,
+        dropping.backlog,
+        roomy.inode,
+        roomy.accept_queue_max,
+        roomy.backlog
+    ))
 }
 
 fn never_accepted(stats: &ListenerStats, ended_ns: u64) -> NeverAccepted {
@@ -135,7 +162,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
                 syn_received: stats.syn_received,
                 handshakes: stats.handshakes,
                 accepted: stats.accepted,
-                acceptors: acceptors(stats),
+                acceptors: acceptors(stats, &observed.processes),
                 handshake_us: stats.handshake.summary(),
                 accept_wait_us: stats.accept_wait.summary(),
                 syn_to_accept_us: stats.syn_to_accept.summary(),
@@ -167,6 +194,20 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
                         accepted_later: stats.left_then_accepted,
                     }),
                 bottleneck: Bottleneck::default(),
+                accept_loop: AcceptLoopReport {
+                    processes: stats.accept_loop.threads.len() as u64,
+                    threads: stats.accept_loop.thread_count(),
+                    mean_batch: stats
+                        .accept_loop
+                        .mean_batch()
+                        .map(|m| (m * 100.0).round() / 100.0),
+                    largest_batch: (stats.accepted > 0).then_some(stats.accept_loop.largest_batch),
+                    longest_absence_us: (stats.handshakes > 0).then(|| {
+                        (stats.accept_loop.longest_absence_ns(run.ended_ns) as f64 / 1000.0).round()
+                    }),
+                },
+                sockets: view.sockets(key),
+                reuseport_imbalance: reuseport_imbalance(&view.sockets(key)),
             }
         })
         .collect::<Vec<_>>();
@@ -203,14 +244,28 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
 }
 
 /// Busiest first.
-fn acceptors(stats: &ListenerStats) -> Vec<Acceptor> {
+fn acceptors(
+    stats: &ListenerStats,
+    processes: &BTreeMap<u32, crate::host::processes::ProcessInfo>,
+) -> Vec<Acceptor> {
     let mut acceptors: Vec<Acceptor> = stats
         .acceptors
         .iter()
-        .map(|((pid, comm), &accepted)| Acceptor {
-            pid: *pid,
-            comm: comm.clone(),
-            accepted,
+        .map(|((pid, comm), &accepted)| {
+            let process = processes.get(pid);
+            Acceptor {
+                pid: *pid,
+                comm: comm.clone(),
+                accepted,
+                threads: stats
+                    .accept_loop
+                    .threads
+                    .get(pid)
+                    .map_or(0, |t| t.len() as u64),
+                cgroup: process.map(|p| p.cgroup.clone()),
+                pod: process.and_then(|p| p.pod.clone()),
+                container: process.and_then(|p| p.container.clone()),
+            }
         })
         .collect();
     acceptors.sort_by(|a, b| b.accepted.cmp(&a.accepted).then(a.pid.cmp(&b.pid)));

@@ -150,3 +150,67 @@ pub fn phases_note(l: &ListenerReport) -> Option<String> {
          first request of each connection only"
     ))
 }
+
+/// Who accepted and how: processes, threads, accepts per wake-up, the longest absence; and the
+/// port's sockets when it has several. One sentence each.
+pub fn accept_loop(l: &ListenerReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    let loop_ = &l.accept_loop;
+    if loop_.threads > 0 {
+        let batches = match (loop_.mean_batch, loop_.largest_batch) {
+            (Some(mean), Some(max)) => format!(", {mean:.1} accepts per wake-up (at most {max})"),
+            _ => String::new(),
+        };
+        let absence = loop_
+            .longest_absence_us
+            .filter(|us| *us >= 1_000.0)
+            .map(|us| {
+                format!(
+                    "; the queue held connections for up to {} with nobody accepting",
+                    human_us(us)
+                )
+            })
+            .unwrap_or_default();
+        lines.push(format!(
+            "accept loop: {} process{}, {} thread{}{batches}{absence}",
+            loop_.processes,
+            if loop_.processes == 1 { "" } else { "es" },
+            loop_.threads,
+            if loop_.threads == 1 { "" } else { "s" },
+        ));
+    }
+    for acceptor in &l.acceptors {
+        if let Some(pod) = &acceptor.pod {
+            let container = acceptor
+                .container
+                .as_deref()
+                .map(|c| format!(", container {}", &c[..c.len().min(12)]))
+                .unwrap_or_default();
+            lines.push(format!(
+                "{}[{}] runs in pod {pod}{container}",
+                acceptor.comm, acceptor.pid
+            ));
+        }
+    }
+    if l.sockets.len() > 1 {
+        let sockets: Vec<String> = l
+            .sockets
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} on {} queue up to {} of {}, {} drops",
+                    s.inode,
+                    s.addr.as_deref().unwrap_or("?"),
+                    s.accept_queue_max,
+                    s.backlog,
+                    s.drops
+                )
+            })
+            .collect();
+        lines.push(format!("sockets: {}", sockets.join("; ")));
+    }
+    if let Some(imbalance) = &l.reuseport_imbalance {
+        lines.push(imbalance.clone());
+    }
+    lines
+}

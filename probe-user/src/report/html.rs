@@ -8,7 +8,8 @@ use std::{collections::BTreeMap, io::Write};
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{
-        human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted, verdict,
+        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted,
+        verdict,
     },
     plots::{self, Line},
     thresholds,
@@ -154,7 +155,11 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
     }
     writeln!(out, "</table>")?;
     writeln!(out, "<p>{}.</p>", kernel_side(l).join(". "))?;
-    for line in phases_note(l).into_iter().chain(unaccepted(l)) {
+    for line in accept_loop(l)
+        .into_iter()
+        .chain(phases_note(l))
+        .chain(unaccepted(l))
+    {
         writeln!(out, "<p>{}.</p>", escape(&line))?;
     }
     writeln!(

@@ -6,7 +6,8 @@ use std::io::Write;
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{
-        human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted, verdict,
+        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted,
+        verdict,
     },
     thresholds,
 };
@@ -93,7 +94,11 @@ fn write_listener(out: &mut dyn Write, l: &ListenerReport, report: &Report) -> a
     for line in kernel_side(l) {
         writeln!(out, "- {line}")?;
     }
-    for line in phases_note(l).into_iter().chain(unaccepted(l)) {
+    for line in accept_loop(l)
+        .into_iter()
+        .chain(phases_note(l))
+        .chain(unaccepted(l))
+    {
         writeln!(out, "- {}", escape(&line))?;
     }
     writeln!(out, "- **{}**", escape(&verdict(l)))?;

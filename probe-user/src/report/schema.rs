@@ -153,6 +153,13 @@ pub struct ListenerReport {
     pub abandoned_in_queue: Option<AbandonedInQueue>,
     /// The verdict: where the time from SYN to accept() went on this port.
     pub bottleneck: Bottleneck,
+    /// Who accepted, in how many threads and batches, and the accept loop's longest absence.
+    pub accept_loop: AcceptLoopReport,
+    /// The listening sockets of this port, as sock_diag saw them.
+    pub sockets: Vec<ListenerSocket>,
+    /// When SO_REUSEPORT members sharing an address fare differently: one drops while another
+    /// has room. Null otherwise.
+    pub reuseport_imbalance: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -199,6 +206,41 @@ pub struct Acceptor {
     pub pid: u32,
     pub comm: String,
     pub accepted: u64,
+    /// Threads of this process that accepted.
+    pub threads: u64,
+    /// Its cgroup path, and the Kubernetes pod UID and container ID when the path carries
+    /// them; null when unknown (the process was gone before synscope looked).
+    pub cgroup: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+}
+
+/// How the listener's connections were accepted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AcceptLoopReport {
+    /// Accepting processes and threads.
+    pub processes: u64,
+    pub threads: u64,
+    /// Accepts per wake-up of a thread's accept loop (accepts less than 100 µs apart), on
+    /// average and at most; null without accepts.
+    pub mean_batch: Option<f64>,
+    pub largest_batch: Option<u64>,
+    /// The longest the accept queue held connections while nobody accepted (up to the
+    /// report for connections still waiting); null without queued connections.
+    pub longest_absence_us: Option<f64>,
+}
+
+/// One listening socket of the port: several with SO_REUSEPORT (each with its own queue), or
+/// an IPv4 and an IPv6 socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerSocket {
+    pub inode: u32,
+    pub addr: Option<String>,
+    pub backlog: u32,
+    /// The longest its accept queue was at a poll (every second).
+    pub accept_queue_max: u32,
+    /// Its own drop counter over the run.
+    pub drops: u64,
 }
 
 /// Count and percentiles of one distribution, in microseconds.

@@ -5,7 +5,8 @@ use std::io::Write;
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{
-        human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted, verdict,
+        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted,
+        verdict,
     },
     thresholds,
 };
@@ -56,8 +57,9 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out)?;
         write_listener(out, listener)?;
         write_kernel_side(out, listener)?;
-        for line in phases_note(listener)
+        for line in accept_loop(listener)
             .into_iter()
+            .chain(phases_note(listener))
             .chain(unaccepted(listener))
         {
             write_paragraph(out, "  ", &line)?;

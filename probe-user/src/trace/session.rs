@@ -54,6 +54,8 @@ pub struct Session {
     requests_sender: mpsc::UnboundedSender<Request>,
     /// A view that wants every event as it arrives (`synscope trace`).
     tap: Option<Box<dyn EventTap>>,
+    /// Accepting processes whose cgroup was already read.
+    processes_seen: std::collections::HashSet<u32>,
 }
 
 /// Sees every event the session takes from the kernel, in order, before the model does.
@@ -142,6 +144,7 @@ impl Session {
             requests,
             requests_sender,
             tap: None,
+            processes_seen: Default::default(),
         };
         session.poll_kernel();
         Ok(session)
@@ -240,16 +243,33 @@ impl Session {
     /// Takes up to `limit` events; true if more are waiting.
     fn drain(&mut self, limit: usize) -> bool {
         let recorder = &mut self.recorder;
-        let Some(tap) = &mut self.tap else {
-            return self
-                .tracer
-                .drain(limit, |event| recorder.observe(Observation::Event(event)));
-        };
-        let more = self.tracer.drain(limit, |event| {
-            tap.event(event);
+        let seen = &self.processes_seen;
+        let mut new_acceptors = Vec::new();
+        let mut take = |event: &ConnEvent| {
+            if event.kind == probe_common::EventKind::Accept as u32 && !seen.contains(&event.pid) {
+                new_acceptors.push(event.pid);
+            }
             recorder.observe(Observation::Event(event));
-        });
-        tap.batch_done();
+        };
+        let more = match &mut self.tap {
+            Some(tap) => {
+                let more = self.tracer.drain(limit, |event| {
+                    tap.event(event);
+                    take(event);
+                });
+                tap.batch_done();
+                more
+            }
+            None => self.tracer.drain(limit, take),
+        };
+        // Read at first sight, while the process is most likely still there.
+        for pid in new_acceptors {
+            if self.processes_seen.insert(pid)
+                && let Some(info) = crate::host::processes::read(pid)
+            {
+                self.recorder.observe(Observation::Process(pid, info));
+            }
+        }
         more
     }
 

@@ -16,6 +16,11 @@
 //! request, works H ms and answers; each client sends its request R ms after connecting and
 //! waits for the answer. Exits 0 only when every connection got its answer.
 //!
+//! `scenario reuseport --listen ADDR --backlog B --connections N --hold-ms H`: two
+//! SO_REUSEPORT listeners on one address and port, of which only the first (backlog 1024) is
+//! ever accepted from and the second has backlog B; N concurrent clients (the kernel spreads them over both by hash) hold their
+//! connections H ms. The second member's queue fills and drops while the first has room.
+//!
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
 //! by design (a full queue): it prints how many connected and exits 0.
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Some("serve") => serve_alone(&flags(2)?),
         Some("connect") => connect_alone(&flags(2)?),
         Some("request") => request_response(&flags(2)?),
+        Some("reuseport") => reuseport(&flags(2)?),
         _ => together(),
     }
 }
@@ -189,6 +195,52 @@ fn request_response(flags: &std::collections::HashMap<String, String>) -> anyhow
             .map_err(|_| anyhow::anyhow!("client panicked"))??;
     }
     println!("scenario: {connections} requests answered on {addr}");
+    Ok(())
+}
+
+fn reuseport(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {
+    let addr: SocketAddr = flag(flags, "listen", None)?;
+    let backlog: i32 = flag(flags, "backlog", None)?;
+    let connections: usize = flag(flags, "connections", None)?;
+    let hold = Duration::from_millis(flag(flags, "hold-ms", Some(1000))?);
+    let member = |backlog: i32| -> anyhow::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket
+            .bind(&addr.into())
+            .with_context(|| format!("bind {addr}"))?;
+        socket.listen(backlog)?;
+        Ok(socket.into())
+    };
+    // The served member has room for every client; the neglected one holds `backlog`.
+    let (served, _neglected) = (member(1024)?, member(backlog)?);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = served.accept() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let clients: Vec<_> = (0..connections)
+        .map(|_| {
+            thread::spawn(move || {
+                let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+                thread::sleep(hold);
+                Some(stream)
+            })
+        })
+        .collect();
+    let connected = clients
+        .into_iter()
+        .map(|c| c.join())
+        .filter(|joined| matches!(joined, Ok(Some(_))))
+        .count();
+    println!(
+        "scenario: {connected} of {connections} connected, {} accepted by the first member",
+        accepted.load(Ordering::SeqCst)
+    );
     Ok(())
 }
 

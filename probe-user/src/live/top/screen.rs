@@ -13,7 +13,10 @@ use super::{
     View,
     table::{Row, Span},
 };
-use crate::report::{LatencySummary, diagnose, format::human_us};
+use crate::report::{
+    LatencySummary, diagnose,
+    format::{accept_loop, human_us},
+};
 
 const COLUMNS: [(&str, u16); 14] = [
     ("NETNS", 10),
@@ -33,7 +36,7 @@ const COLUMNS: [(&str, u16); 14] = [
 ];
 
 pub fn draw(frame: &mut Frame, view: &View) {
-    let detail_height = if view.detail { 14 } else { 0 };
+    let detail_height = if view.detail { 18 } else { 0 };
     let [header, table, detail, keys] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(3),
@@ -164,6 +167,13 @@ fn detail_pane<'a>(row: &'a Row, view: &'a View) -> Paragraph<'a> {
         } else {
             acceptors.join(", ")
         }
+    )));
+    for line in accept_loop(listener) {
+        lines.push(Line::raw(line));
+    }
+    lines.push(Line::raw(format!(
+        "verdict: {}",
+        crate::report::verdict::headline(&listener.bottleneck)
     )));
     let advice = diagnose(listener, view.shown_report());
     if advice.is_empty() {

@@ -175,6 +175,9 @@ fn quiet(key: ListenerKey) -> ListenerReport {
         never_accepted: Default::default(),
         abandoned_in_queue: None,
         bottleneck: Default::default(),
+        accept_loop: Default::default(),
+        sockets: Vec::new(),
+        reuseport_imbalance: None,
     }
 }
 

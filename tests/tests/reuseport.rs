@@ -1,0 +1,57 @@
+//! SO_REUSEPORT: two member sockets under one port, each with its own queue, of which only one
+//! is accepted from. The report lists both sockets, the neglected one dropping while the other
+//! has room, says so, and describes the one accept loop that served the port.
+
+use synscope_tests::{Netns, require_root, scenario, synscope_run};
+
+#[test]
+fn a_neglected_member_drops_while_the_other_has_room() {
+    require_root();
+    let netns = Netns::new("reuseport");
+    let port = 7195;
+    let traced = synscope_run(
+        &[],
+        &scenario!(
+            &netns,
+            "reuseport",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backlog",
+            "4",
+            "--connections",
+            "60",
+            "--hold-ms",
+            "1500"
+        ),
+    );
+    let listener = traced.listener(&netns, port);
+    assert_eq!(listener.sockets.len(), 2, "{listener:#?}");
+    let (dropping, roomy): (Vec<_>, Vec<_>) = listener.sockets.iter().partition(|s| s.drops > 0);
+    assert_eq!((dropping.len(), roomy.len()), (1, 1), "{listener:#?}");
+    // The neglected member: its queue full (backlog 4 holds 5), the rest of its share dropped.
+    assert_eq!(dropping[0].accept_queue_max, 5, "{listener:#?}");
+    assert!(roomy[0].accept_queue_max <= 1, "{listener:#?}");
+    let imbalance = listener
+        .reuseport_imbalance
+        .as_deref()
+        .expect("an imbalance");
+    assert!(imbalance.contains("SO_REUSEPORT"), "{imbalance}");
+    // Its drops are the listener's: the socket's counter and the namespace's agree.
+    assert_eq!(
+        listener.drops.listen_drops,
+        Some(dropping[0].drops),
+        "{listener:#?}"
+    );
+    // One process, one thread accepted everything the first member got, one at a time as
+    // they came.
+    let accept_loop = &listener.accept_loop;
+    assert_eq!(
+        (accept_loop.processes, accept_loop.threads),
+        (1, 1),
+        "{accept_loop:#?}"
+    );
+    assert!(listener.accepted > 0);
+    let acceptor = &listener.acceptors[0];
+    assert_eq!((acceptor.comm.as_str(), acceptor.threads), ("scenario", 1));
+    assert!(acceptor.cgroup.is_some(), "{acceptor:#?}");
+}
