@@ -19,6 +19,7 @@ PACKAGES=(
   iproute2 nftables nginx-light wrk apache2-utils procps util-linux bpftool bpftrace
   qemu-system-x86 busybox-static cpio xz-utils zstd kmod chromium
   prometheus curl tmux
+  nodejs golang-go gunicorn
 )
 
 say() { echo "setup: $*" >&2; }

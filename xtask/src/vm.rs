@@ -229,8 +229,8 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
 }
 
 /// Test binaries of views (the CI gate, report formats, live views): the same on every kernel.
-const VIEW_TESTS: [&str; 9] = [
-    "deploy", "dist", "faults", "gate", "html", "reports", "serve", "top", "trace",
+const VIEW_TESTS: [&str; 10] = [
+    "deploy", "dist", "faults", "gate", "html", "reports", "runtimes", "serve", "top", "trace",
 ];
 
 fn is_view_test(path: &Path) -> bool {
