@@ -214,3 +214,34 @@ pub fn accept_loop(l: &ListenerReport) -> Vec<String> {
     }
     lines
 }
+
+/// Listeners a human-readable report shows in full; the rest are folded into one line.
+pub const SHOWN_LISTENERS: usize = 20;
+
+/// The listeners worth reading first: the busiest (drops, then SYNs) and at most
+/// [`SHOWN_LISTENERS`], in the report's order; and how many were left out, with their traffic.
+pub fn shown_listeners(listeners: &[ListenerReport]) -> (Vec<&ListenerReport>, Option<String>) {
+    if listeners.len() <= SHOWN_LISTENERS {
+        return (listeners.iter().collect(), None);
+    }
+    let weight = |l: &ListenerReport| {
+        (
+            l.drops.listen_drops.unwrap_or(0),
+            l.syn_received + l.handshakes,
+        )
+    };
+    let mut ranked: Vec<&ListenerReport> = listeners.iter().collect();
+    ranked.sort_by(|a, b| weight(b).cmp(&weight(a)));
+    let folded = &ranked[SHOWN_LISTENERS..];
+    let syns: u64 = folded.iter().map(|l| l.syn_received).sum();
+    let accepted: u64 = folded.iter().map(|l| l.accepted).sum();
+    let drops: u64 = folded.iter().filter_map(|l| l.drops.listen_drops).sum();
+    let note = format!(
+        "{} more listeners with less traffic are left out here ({syns} SYNs, {accepted} \
+         accepted, {drops} drops among them); the JSON report has every one",
+        folded.len()
+    );
+    let mut shown: Vec<&ListenerReport> = ranked[..SHOWN_LISTENERS].to_vec();
+    shown.sort_by_key(|l| (l.netns, l.port));
+    (shown, Some(note))
+}

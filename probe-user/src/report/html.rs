@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, io::Write};
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{
-        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted,
-        verdict,
+        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note,
+        shown_listeners, unaccepted, verdict,
     },
     plots::{self, Line},
     thresholds,
@@ -36,8 +36,12 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     if report.listeners.is_empty() {
         writeln!(out, "<p>No connection reached a traced listener.</p>")?;
     }
-    for listener in &report.listeners {
+    let (shown, folded) = shown_listeners(&report.listeners);
+    for listener in shown {
         write_listener(out, listener, report)?;
+    }
+    if let Some(folded) = folded {
+        writeln!(out, "<p><i>{}.</i></p>", escape(&folded))?;
     }
     write_spectra(out, report)?;
     write_timeline(out, report)?;

@@ -6,8 +6,8 @@ use std::io::Write;
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{
-        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted,
-        verdict,
+        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note,
+        shown_listeners, unaccepted, verdict,
     },
     thresholds,
 };
@@ -35,8 +35,12 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     if report.listeners.is_empty() {
         writeln!(out, "No connection reached a traced listener.\n")?;
     }
-    for listener in &report.listeners {
+    let (shown, folded) = shown_listeners(&report.listeners);
+    for listener in shown {
         write_listener(out, listener, report)?;
+    }
+    if let Some(folded) = folded {
+        writeln!(out, "_{}._\n", escape(&folded))?;
     }
     if !report.thresholds.is_empty() {
         writeln!(out, "### Thresholds\n")?;

@@ -5,8 +5,8 @@ use std::io::Write;
 use super::{
     LatencySummary, ListenerReport, Report, diagnosis,
     format::{
-        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note, unaccepted,
-        verdict,
+        accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note,
+        shown_listeners, unaccepted, verdict,
     },
     thresholds,
 };
@@ -53,7 +53,8 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     if report.listeners.is_empty() {
         writeln!(out, "\nNo connection reached a traced listener.")?;
     }
-    for listener in &report.listeners {
+    let (shown, folded) = shown_listeners(&report.listeners);
+    for listener in shown {
         writeln!(out)?;
         write_listener(out, listener)?;
         write_kernel_side(out, listener)?;
@@ -68,6 +69,10 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
         for advice in diagnosis::diagnose(listener, report) {
             write_paragraph(out, "  ! ", &advice)?;
         }
+    }
+    if let Some(folded) = folded {
+        writeln!(out)?;
+        write_paragraph(out, "", &folded)?;
     }
     if !report.thresholds.is_empty() {
         writeln!(out, "\nthresholds (--fail-if):")?;
@@ -170,6 +175,7 @@ fn write_wrapped(out: &mut dyn Write, prefix: &str, items: &[String]) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::sample;
 
     #[test]
     fn fits_80_columns_and_names_the_acceptor() {
@@ -183,6 +189,34 @@ mod tests {
         assert!(text.contains("by node[1234]"));
         assert!(text.contains("accept wait"));
         assert!(text.contains("300ms"), "{text}");
+    }
+
+    #[test]
+    fn many_listeners_show_the_busiest_and_fold_the_rest() {
+        let mut report = sample::report();
+        let template = report.listeners[0].clone();
+        report.listeners = (0..300u16)
+            .map(|i| {
+                let mut l = template.clone();
+                l.port = 10_000 + i;
+                // Port 10_150 is by far the busiest; the others get less the higher they are.
+                l.syn_received = if i == 150 {
+                    1_000_000
+                } else {
+                    u64::from(300 - i)
+                };
+                l.drops.listen_drops = Some(0);
+                l
+            })
+            .collect();
+        let mut out = Vec::new();
+        write(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let shown = text.matches("\nport ").count();
+        assert_eq!(shown, 20, "{text}");
+        assert!(text.contains("port 10150 on"), "the busiest is shown");
+        assert!(!text.contains("port 10299 on"), "the quietest is folded");
+        assert!(text.contains("280 more listeners"), "{text}");
     }
 
     #[test]

@@ -186,7 +186,9 @@ fn request_response(flags: &std::collections::HashMap<String, String>) -> anyhow
         });
         let (mut stream, _) = listener.accept()?;
         let mut request = [0u8; 64];
-        stream.read(&mut request)?;
+        if stream.read(&mut request)? == 0 {
+            bail!("a client closed without its request");
+        }
         thread::sleep(handler);
         stream.write_all(b"HTTP/1.0 204 No Content\r\n\r\n")?;
         drop(stream);
