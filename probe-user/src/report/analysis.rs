@@ -188,7 +188,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
                     .hooks
                     .get("handshake")
                     .is_some_and(|h| h != "unavailable")
-                    .then(|| AbandonedInQueue {
+                    .then_some(AbandonedInQueue {
                         by_fin: stats.left_by_fin,
                         by_rst: stats.left_by_rst,
                         accepted_later: stats.left_then_accepted,

@@ -57,21 +57,6 @@ pub fn latency_cells(s: &LatencySummary) -> Option<[String; 7]> {
     (s.count > 0).then(|| [s.min, s.p50, s.p90, s.p99, s.p999, s.max, s.mean].map(human_us))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_units_stay_short() {
-        assert_eq!(human_us(0.8), "0.8µs");
-        assert_eq!(human_us(45.2), "45µs");
-        assert_eq!(human_us(2_345.0), "2.35ms");
-        assert_eq!(human_us(150_000.0), "150ms");
-        assert_eq!(human_us(1_200_000.0), "1.20s");
-        assert_eq!(human_us(75_000_000.0), "75.00s");
-    }
-}
-
 /// What became of the connections accept() did not take (never accepted, given up by their
 /// client while queued), one sentence each, none when nothing happened.
 pub fn unaccepted(l: &ListenerReport) -> Vec<String> {
@@ -231,7 +216,7 @@ pub fn shown_listeners(listeners: &[ListenerReport]) -> (Vec<&ListenerReport>, O
         )
     };
     let mut ranked: Vec<&ListenerReport> = listeners.iter().collect();
-    ranked.sort_by(|a, b| weight(b).cmp(&weight(a)));
+    ranked.sort_by_key(|l| std::cmp::Reverse(weight(l)));
     let folded = &ranked[SHOWN_LISTENERS..];
     let syns: u64 = folded.iter().map(|l| l.syn_received).sum();
     let accepted: u64 = folded.iter().map(|l| l.accepted).sum();
@@ -244,4 +229,19 @@ pub fn shown_listeners(listeners: &[ListenerReport]) -> (Vec<&ListenerReport>, O
     let mut shown: Vec<&ListenerReport> = ranked[..SHOWN_LISTENERS].to_vec();
     shown.sort_by_key(|l| (l.netns, l.port));
     (shown, Some(note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units_stay_short() {
+        assert_eq!(human_us(0.8), "0.8µs");
+        assert_eq!(human_us(45.2), "45µs");
+        assert_eq!(human_us(2_345.0), "2.35ms");
+        assert_eq!(human_us(150_000.0), "150ms");
+        assert_eq!(human_us(1_200_000.0), "1.20s");
+        assert_eq!(human_us(75_000_000.0), "75.00s");
+    }
 }

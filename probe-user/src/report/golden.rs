@@ -27,7 +27,7 @@ pub(crate) fn compare(file: &str, actual: &[u8], what: &str) {
         .join("src/report/golden")
         .join(file);
     if std::env::var_os(UPDATE).is_some_and(|v| v == "1") {
-        std::fs::write(&path, &actual)
+        std::fs::write(&path, actual)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         eprintln!("{UPDATE}=1: rewrote {}", path.display());
         return;
@@ -43,7 +43,7 @@ pub(crate) fn compare(file: &str, actual: &[u8], what: &str) {
     }
     let (expected, actual) = (
         String::from_utf8_lossy(&expected),
-        String::from_utf8_lossy(&actual),
+        String::from_utf8_lossy(actual),
     );
     // The first line that differs, its line ending included.
     let mut expected_lines = expected.split_inclusive('\n');

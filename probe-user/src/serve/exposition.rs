@@ -102,6 +102,8 @@ const HISTOGRAMS: [HistogramFigure; 3] = [
     ),
 ];
 
+type GaugeFigure = (&'static str, &'static str, fn(&Series) -> Option<u32>);
+
 /// Registered once; reads the shared state at each scrape.
 #[derive(Debug)]
 struct StateCollector(Arc<Mutex<MetricsState>>);
@@ -147,7 +149,7 @@ fn encode_state(
             }
         }
     }
-    let gauges: [(&str, &str, fn(&Series) -> Option<u32>); 2] = [
+    let gauges: [GaugeFigure; 2] = [
         (
             "synscope_accept_queue_length",
             "Connections waiting in the accept queue at the latest poll (the longest of folded listeners').",
