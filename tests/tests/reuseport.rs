@@ -53,5 +53,9 @@ fn a_neglected_member_drops_while_the_other_has_room() {
     assert!(listener.accepted > 0);
     let acceptor = &listener.acceptors[0];
     assert_eq!((acceptor.comm.as_str(), acceptor.threads), ("scenario", 1));
-    assert!(acceptor.cgroup.is_some(), "{acceptor:#?}");
+    // Where processes have a cgroup to read (the kernel matrix's VMs mount none).
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|c| !c.trim().is_empty());
+    if cgroups {
+        assert!(acceptor.cgroup.is_some(), "{acceptor:#?}");
+    }
 }
