@@ -54,7 +54,7 @@ fn a_neglected_member_drops_while_the_other_has_room() {
     let acceptor = &listener.acceptors[0];
     assert_eq!((acceptor.comm.as_str(), acceptor.threads), ("scenario", 1));
     // Where processes have a cgroup to read (the kernel matrix's VMs mount none).
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|c| !c.trim().is_empty());
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup").is_ok_and(|mut d| d.next().is_some());
     if cgroups {
         assert!(acceptor.cgroup.is_some(), "{acceptor:#?}");
     }
