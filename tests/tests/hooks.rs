@@ -7,11 +7,11 @@ use synscope_tests::{parse_report, require_root, run_ok, synscope_bin};
 /// Expected prefix of each stage's hook per backend; `None`: the stage is left out.
 fn expected(backend: &str, stage: &str) -> Option<&'static str> {
     match (backend, stage) {
-        ("fentry", "accept" | "synack_retransmit") => Some("fexit/"),
+        ("fentry", "accept" | "synack_retransmit" | "phases") => Some("fexit/"),
         ("fentry", "listen_drops") => Some("fentry+fexit/"),
         ("fentry" | "kprobe", "listener_discards") => None,
         ("fentry", _) => Some("fentry/"),
-        ("kprobe", "accept" | "synack_retransmit") => Some("kretprobe/"),
+        ("kprobe", "accept" | "synack_retransmit" | "phases") => Some("kretprobe/"),
         ("kprobe", "listen_drops") => Some("kprobe+kretprobe/"),
         ("kprobe", _) => Some("kprobe/"),
         (_, "accept") => Some("tracepoint/syscalls:sys_exit_accept{,4}"),
@@ -43,6 +43,7 @@ fn a_forced_backend_is_used_by_every_stage_that_offers_it() {
         "listener_discards",
         "synack_retransmit",
         "queues",
+        "phases",
     ];
     assert_eq!(hooks.len(), stages.len(), "{hooks:#?}");
     for stage in stages {
@@ -51,8 +52,8 @@ fn a_forced_backend_is_used_by_every_stage_that_offers_it() {
             .map(String::as_str)
             .unwrap_or_else(|| panic!("no hook for {stage}: {hooks:#?}"));
         // Tracepoints that older kernels lack: kfree_skb's receiving socket (6.11),
-        // sk_data_ready (6.6).
-        let optional = matches!(stage, "listener_discards" | "queues");
+        // sk_data_ready (6.6), sock_recv_length and sock_send_length (6.3).
+        let optional = matches!(stage, "listener_discards" | "queues" | "phases");
         if backend == "tracepoint" && optional && hook == "unavailable" {
             continue;
         }
