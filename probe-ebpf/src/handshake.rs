@@ -186,16 +186,19 @@ fn on_established(sk: u64) -> Result<(), i32> {
         _pad: [0; 3],
     };
     // accept() may already have returned it (see EarlyAccept): the accept-queue wait was nil.
-    // Whichever of this program and the accept's removes the entry reports the accept.
-    let reported = report_early_accept(&child, sk, stamps, now);
-    if !reported && read::<u64>(sk, config.offsets.sk_socket)? == 0 {
-        // (A TCP Fast Open child can be accepted before its handshake completes, through
-        // accept(2): then there is no accept to wait for, and an entry would only linger.)
+    // Whichever of this program and the accept's removes the entry reports the accept. Such a
+    // child has its socket already (accept grafts it before the accept program runs, under the
+    // child's lock, which this state change holds): the usual child, without one, skips that
+    // lookup and looks once, after recording itself, for an accept that came meanwhile.
+    if read::<u64>(sk, config.offsets.sk_socket)? == 0 {
         let _ = CHILDREN.insert(&sk, &stamps, 0);
-        // The accept may have recorded itself meanwhile, after the check above.
         if report_early_accept(&child, sk, stamps, now) {
             let _ = CHILDREN.remove(&sk);
         }
+    } else {
+        // (A TCP Fast Open child can be accepted before its handshake completes, through
+        // accept(2): then there is no accept to wait for, and an entry would only linger.)
+        report_early_accept(&child, sk, stamps, now);
     }
 
     emit::send(|event| {

@@ -163,14 +163,47 @@ pub static LISTEN_SNAPSHOT: PerCpuArray<ListenSnapshot> = PerCpuArray::with_max_
 #[map]
 pub static QUEUES: LruHashMap<ListenerKey, QueueDepths> = LruHashMap::with_max_entries(4096, 0);
 
+/// The whole configuration. A copy: the volatile load reads all of it, field by field (about
+/// 30 loads), so hot paths read the fields they need with `config_field!` instead.
 #[inline(always)]
 pub fn config() -> ProbeConfig {
     CONFIG.load()
 }
+
+/// `CONFIG` as the `ProbeConfig` it wraps (`Global` is `repr(transparent)`).
+#[inline(always)]
+pub fn config_ptr() -> *const ProbeConfig {
+    (&raw const CONFIG).cast()
+}
+
+/// One field of `CONFIG` (`config_field!(offsets.sk_num)`), read on its own: the read is
+/// volatile, as `Global::load` is, so that the compiler does not fold in the placeholder value
+/// that userspace replaces at load.
+macro_rules! config_field {
+    ($($field:ident).+) => {
+        // SAFETY: `config_ptr` points to a static that lives as long as the program, and every
+        // field of `ProbeConfig` is a plain integer, aligned within it.
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(
+                (*crate::maps::config_ptr()).$($field).+
+            ))
+        }
+    };
+}
+pub(crate) use config_field;
 
 /// True when `port` (host order) is one the user asked to trace.
 #[inline(always)]
 pub fn port_wanted(config: &ProbeConfig, port: u16) -> bool {
     // SAFETY: only the presence of the entry is used, never a reference to its value.
     config.filter_ports == 0 || unsafe { PORTS.get(&port) }.is_some()
+}
+
+/// `port_wanted` for paths that do not load the whole configuration: reads only the filter
+/// switch.
+#[inline(always)]
+pub fn port_traced(port: u16) -> bool {
+    let filter_ports: u32 = config_field!(filter_ports);
+    // SAFETY: only the presence of the entry is used, never a reference to its value.
+    filter_ports == 0 || unsafe { PORTS.get(&port) }.is_some()
 }

@@ -1,14 +1,20 @@
 //! Reading received packets: the TCP/IP headers and the namespace they arrived in.
+//!
+//! Each `bpf_probe_read_kernel` is a helper call of its own: the headers are read whole, one
+//! read each, and taken apart in registers, and the offsets come from `CONFIG` one field at a
+//! time (see `config_field!`).
 
-use probe_common::{AF_INET, AF_INET6, KernelOffsets};
+use probe_common::{AF_INET, AF_INET6};
 
-use crate::kernel::{net_inum, read, v4_mapped};
+use crate::{
+    kernel::{read, v4_mapped},
+    maps::config_field,
+};
 
 const IPPROTO_TCP: u8 = 6;
 
 /// A TCP segment as the receiving host sees it.
 pub struct Segment {
-    pub flags: u8,
     pub sequence: u32,
     pub local_port: u16,
     pub remote_port: u16,
@@ -17,52 +23,113 @@ pub struct Segment {
     pub family: u16,
 }
 
-/// Network namespace of a received packet. TCP clears `skb->dev` before the listener sees the
-/// SYN, but the input route stays attached, and its device is in the same namespace.
-#[inline(always)]
-pub fn skb_netns(offsets: &KernelOffsets, skb: u64) -> Result<u32, i32> {
-    /// Low bit of `_skb_refdst`: the route is not reference-counted.
-    const SKB_DST_NOREF: u64 = 1;
-    let mut dev = read::<u64>(skb, offsets.skb_dev)?;
-    if dev == 0 {
-        let dst = read::<u64>(skb, offsets.skb_refdst)? & !SKB_DST_NOREF;
-        if dst == 0 {
-            return Err(0);
-        }
-        dev = read::<u64>(dst, offsets.dst_dev)?;
-    }
-    let net = read::<u64>(dev, offsets.netdev_net)?;
-    net_inum(offsets, net)
+/// The first 16 bytes of a TCP header, as they are in the packet (network order).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct TcpHead {
+    source: u16,
+    dest: u16,
+    sequence: u32,
+    ack_sequence: u32,
+    data_offset: u8,
+    flags: u8,
+    window: u16,
 }
 
-/// Parses the IP and TCP headers of a received TCP segment; `None` for anything else.
+/// The first 40 bytes from the network header: a whole IPv6 header, or an IPv4 header (20
+/// bytes without options) and what follows. A TCP segment over IPv4 has at least 40 bytes
+/// there too (20 of IP, 20 of TCP), pulled into the linear area before TCP handles it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IpHead {
+    words: [u32; 10],
+}
+
+impl IpHead {
+    #[inline(always)]
+    fn byte(&self, at: usize) -> u8 {
+        self.words[at / 4].to_ne_bytes()[at % 4]
+    }
+
+    #[inline(always)]
+    fn v4(&self, word: usize) -> [u8; 4] {
+        self.words[word].to_ne_bytes()
+    }
+
+    #[inline(always)]
+    fn v6(&self, word: usize) -> [u8; 16] {
+        let [a, b, c, d] = [
+            self.words[word].to_ne_bytes(),
+            self.words[word + 1].to_ne_bytes(),
+            self.words[word + 2].to_ne_bytes(),
+            self.words[word + 3].to_ne_bytes(),
+        ];
+        [
+            a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
+            d[2], d[3],
+        ]
+    }
+}
+
+/// Network namespace of a received packet. TCP clears `skb->dev` before the listener sees the
+/// SYN, but the input route stays attached, and its device is in the same namespace: the route
+/// is tried first, which saves the listener's SYNs a read of `dev`.
 #[inline(always)]
-pub fn parse_tcp(offsets: &KernelOffsets, skb: u64) -> Result<Option<Segment>, i32> {
-    let head = read::<u64>(skb, offsets.skb_head)?;
-    let network = head + read::<u16>(skb, offsets.skb_network_header)? as u64;
-    let transport = head + read::<u16>(skb, offsets.skb_transport_header)? as u64;
-    let version = read::<u8>(network, 0)? >> 4;
-    let (family, remote_addr, local_addr) = match version {
+pub fn skb_netns(skb: u64) -> Result<u32, i32> {
+    /// Low bit of `_skb_refdst`: the route is not reference-counted.
+    const SKB_DST_NOREF: u64 = 1;
+    let dst = read::<u64>(skb, config_field!(offsets.skb_refdst))? & !SKB_DST_NOREF;
+    let dev = if dst != 0 {
+        read::<u64>(dst, config_field!(offsets.dst_dev))?
+    } else {
+        read::<u64>(skb, config_field!(offsets.skb_dev))?
+    };
+    if dev == 0 {
+        return Err(0);
+    }
+    let net = read::<u64>(dev, config_field!(offsets.netdev_net))?;
+    read::<u32>(net, config_field!(offsets.net_inum))
+}
+
+/// Parses the IP and TCP headers of a received TCP segment whose flags, masked with `mask`, are
+/// `flags`; `None` for anything else. The IP header is read first: a packet that is not TCP
+/// may have no transport header.
+#[inline(always)]
+pub fn parse_tcp(skb: u64, mask: u8, flags: u8) -> Result<Option<Segment>, i32> {
+    let head = read::<u64>(skb, config_field!(offsets.skb_head))?;
+    let network_at: u32 = config_field!(offsets.skb_network_header);
+    let transport_at: u32 = config_field!(offsets.skb_transport_header);
+    // sk_buff keeps transport_header and network_header (u16 each) side by side: one read.
+    let (network, transport) = if network_at == transport_at + 2 {
+        let [transport, network] = read::<[u16; 2]>(skb, transport_at)?;
+        (network, transport)
+    } else {
+        (
+            read::<u16>(skb, network_at)?,
+            read::<u16>(skb, transport_at)?,
+        )
+    };
+    let ip = read::<IpHead>(head + network as u64, 0)?;
+    let (family, remote_addr, local_addr) = match ip.byte(0) >> 4 {
         4 => {
-            if read::<u8>(network, 9)? != IPPROTO_TCP {
+            if ip.byte(9) != IPPROTO_TCP {
                 return Ok(None);
             }
-            (
-                AF_INET,
-                v4_mapped(read(network, 12)?),
-                v4_mapped(read(network, 16)?),
-            )
+            (AF_INET, v4_mapped(ip.v4(3)), v4_mapped(ip.v4(4)))
         }
         // No next-header test: with extension headers it is not TCP's, and the callers only
         // pass TCP segments (transport_header already points past the extensions).
-        6 => (AF_INET6, read(network, 8)?, read(network, 24)?),
+        6 => (AF_INET6, ip.v6(2), ip.v6(6)),
         _ => return Ok(None),
     };
+    let tcp = read::<TcpHead>(head + transport as u64, 0)?;
+    if tcp.flags & mask != flags {
+        return Ok(None);
+    }
     Ok(Some(Segment {
-        flags: read::<u8>(transport, 13)?,
-        sequence: u32::from_be(read::<u32>(transport, 4)?),
-        remote_port: u16::from_be(read::<u16>(transport, 0)?),
-        local_port: u16::from_be(read::<u16>(transport, 2)?),
+        sequence: u32::from_be(tcp.sequence),
+        remote_port: u16::from_be(tcp.source),
+        local_port: u16::from_be(tcp.dest),
         local_addr,
         remote_addr,
         family,

@@ -7,6 +7,7 @@
 //! that lack it, before 6.6).
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
@@ -15,7 +16,7 @@ use probe_common::{KernelOffsets, ListenerKey, QueueDepths, STAGE_QUEUES, TCP_LI
 use crate::{
     failures,
     kernel::{net_inum, read},
-    maps::{QUEUES, SK_STATE_OFFSET, config, port_wanted},
+    maps::{QUEUES, SK_STATE_OFFSET, config, config_field, port_wanted},
 };
 
 #[btf_tracepoint(function = "sk_data_ready")]
@@ -88,6 +89,37 @@ fn on_listener_woken(
                 _pad: 0,
             };
             let _ = QUEUES.insert(&key, &depths, 0);
+        }
+    }
+    Ok(())
+}
+
+/// Raises the SYN-queue maximum of the listener `sk` (namespace `netns`, port `port`) to its
+/// current number of pending handshakes. Called where a SYN or a SYN-ACK retransmit has the
+/// listener at hand: under a SYN flood that is when the queue is deepest, and no child may be
+/// queued to wake the listener.
+#[inline(always)]
+pub fn sample_syn_queue(sk: u64, netns: u32, port: u16) -> Result<(), i32> {
+    let syn_queue = read::<u32>(sk, config_field!(offsets.icsk_syn_queue_len))?;
+    let key = ListenerKey::new(netns, port);
+    match QUEUES.get_ptr_mut(&key) {
+        Some(depths) => {
+            // SAFETY: as in on_listener_woken: a valid pointer to the entry's value, kept valid
+            // by RCU; racing u32 stores can only lose a maximum another CPU is raising anyway.
+            let depths = unsafe { &mut *depths };
+            if syn_queue > depths.syn_queue_max {
+                depths.syn_queue_max = syn_queue;
+            }
+        }
+        None => {
+            let depths = QueueDepths {
+                accept_queue_max: 0,
+                syn_queue_max: syn_queue,
+                backlog: read::<u32>(sk, config_field!(offsets.sk_max_ack_backlog))?,
+                _pad: 0,
+            };
+            // Not over an entry the queues stage made meanwhile.
+            let _ = QUEUES.insert(&key, &depths, BPF_NOEXIST as u64);
         }
     }
     Ok(())

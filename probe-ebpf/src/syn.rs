@@ -13,17 +13,19 @@
 
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_stack, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{EventKind, FlowKey, KernelOffsets, STAGE_SYN, SynStamp};
+use probe_common::{EventKind, FlowKey, STAGE_SYN, SynStamp};
 
 use crate::{
     emit, failures,
-    kernel::{net_inum, read},
-    maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config, port_wanted},
+    kernel::read,
+    maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced},
     packet::{Segment, parse_tcp, skb_netns},
+    queues::sample_syn_queue,
 };
 
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -37,9 +39,8 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
     if location < SYN_CONSUMER_START.load() || location >= SYN_CONSUMER_END.load() {
         return 0;
     }
-    let config = config();
     let skb: u64 = ctx.arg(0);
-    failures::count(STAGE_SYN, on_syn(&config.offsets, skb, 0, &config));
+    failures::count(STAGE_SYN, on_syn(skb, 0));
     0
 }
 
@@ -50,20 +51,15 @@ const STACK_FRAMES: usize = 8;
 
 #[btf_tracepoint(function = "consume_skb")]
 pub fn syn_consume_skb_stack(ctx: BtfTracePointContext) -> u32 {
-    let config = config();
     let skb: u64 = ctx.arg(0);
-    failures::count(STAGE_SYN, on_consumed_without_location(&ctx, &config, skb));
+    failures::count(STAGE_SYN, on_consumed_without_location(&ctx, skb));
     0
 }
 
 #[inline(always)]
-fn on_consumed_without_location(
-    ctx: &BtfTracePointContext,
-    config: &probe_common::ProbeConfig,
-    skb: u64,
-) -> Result<(), i32> {
+fn on_consumed_without_location(ctx: &BtfTracePointContext, skb: u64) -> Result<(), i32> {
     // Most consumed packets are not SYNs: only these pay for the stack walk.
-    let Some(segment) = syn_segment(&config.offsets, skb, config)? else {
+    let Some(segment) = syn_segment(skb)? else {
         return Ok(());
     };
     let mut frames = [0u64; STACK_FRAMES];
@@ -83,57 +79,41 @@ fn on_consumed_without_location(
     // loops (back-edges).
     let from_listener = frames.iter().any(|&ip| ip >= start && ip < end);
     if from_listener {
-        record_syn(&config.offsets, &segment, skb, 0)?;
+        record_syn(&segment, skb, 0)?;
     }
     Ok(())
 }
 
 #[fentry(function = "tcp_conn_request")]
 pub fn syn_fentry(ctx: FEntryContext) -> u32 {
-    let config = config();
-    failures::count(
-        STAGE_SYN,
-        on_syn(&config.offsets, ctx.arg(3), ctx.arg(2), &config),
-    );
+    failures::count(STAGE_SYN, on_syn(ctx.arg(3), ctx.arg(2)));
     0
 }
 
 #[kprobe]
 pub fn syn_kprobe(ctx: ProbeContext) -> u32 {
-    let config = config();
     if let (Some(listener), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
-        failures::count(STAGE_SYN, on_syn(&config.offsets, skb, listener, &config));
+        failures::count(STAGE_SYN, on_syn(skb, listener));
     }
     0
 }
 
 /// One SYN to a listener; `listener` is 0 where the hook does not have it.
 #[inline(always)]
-fn on_syn(
-    offsets: &KernelOffsets,
-    skb: u64,
-    listener: u64,
-    config: &probe_common::ProbeConfig,
-) -> Result<(), i32> {
-    match syn_segment(offsets, skb, config)? {
-        Some(segment) => record_syn(offsets, &segment, skb, listener),
+fn on_syn(skb: u64, listener: u64) -> Result<(), i32> {
+    match syn_segment(skb)? {
+        Some(segment) => record_syn(&segment, skb, listener),
         None => Ok(()),
     }
 }
 
 /// The segment in `skb` if it is a SYN without ACK to a traced port.
 #[inline(always)]
-fn syn_segment(
-    offsets: &KernelOffsets,
-    skb: u64,
-    config: &probe_common::ProbeConfig,
-) -> Result<Option<Segment>, i32> {
-    let Some(segment) = parse_tcp(offsets, skb)? else {
+fn syn_segment(skb: u64) -> Result<Option<Segment>, i32> {
+    let Some(segment) = parse_tcp(skb, TCP_FLAG_SYN | TCP_FLAG_ACK, TCP_FLAG_SYN)? else {
         return Ok(None);
     };
-    if segment.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN
-        || !port_wanted(config, segment.local_port)
-    {
+    if !port_traced(segment.local_port) {
         return Ok(None);
     }
     Ok(Some(segment))
@@ -141,16 +121,17 @@ fn syn_segment(
 
 /// Stamps the SYN for the later stages and reports it.
 #[inline(always)]
-fn record_syn(
-    offsets: &KernelOffsets,
-    segment: &Segment,
-    skb: u64,
-    listener: u64,
-) -> Result<(), i32> {
+fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     let netns = if listener != 0 {
-        net_inum(offsets, read::<u64>(listener, offsets.sk_net)?)?
+        let net = read::<u64>(listener, config_field!(offsets.sk_net))?;
+        let netns = read::<u32>(net, config_field!(offsets.net_inum))?;
+        // The SYN queue is deepest when SYNs arrive (under a SYN flood no child may ever be
+        // queued, and the queues stage never samples it): sample it here, where the listener
+        // is at hand (fentry and kprobe backends).
+        sample_syn_queue(listener, netns, segment.local_port)?;
+        netns
     } else {
-        skb_netns(offsets, skb)?
+        skb_netns(skb)?
     };
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -170,13 +151,17 @@ fn record_syn(
         sequence: segment.sequence,
         _pad: 0,
     };
-    // SAFETY: the entry's sequence is copied out at once. Map memory stays valid while the
-    // program runs (RCU); another CPU replacing the entry meanwhile can only change the value
-    // read, which is then as good as a lookup an instant later.
-    let retry =
-        unsafe { SYN_TIMES.get(&key) }.is_some_and(|earlier| earlier.sequence == stamp.sequence);
-    if !retry {
-        let _ = SYN_TIMES.insert(&key, &stamp, 0);
+    // Nearly every SYN is a first one, with no entry yet: one insert that fails if an entry
+    // exists costs one map operation, where a lookup before it cost two.
+    if SYN_TIMES.insert(&key, &stamp, BPF_NOEXIST as u64).is_err() {
+        // SAFETY: the entry's sequence is copied out at once. Map memory stays valid while the
+        // program runs (RCU); another CPU replacing the entry meanwhile can only change the
+        // value read, which is then as good as a lookup an instant later.
+        let retry = unsafe { SYN_TIMES.get(&key) }
+            .is_some_and(|earlier| earlier.sequence == stamp.sequence);
+        if !retry {
+            let _ = SYN_TIMES.insert(&key, &stamp, 0);
+        }
     }
 
     emit::send(|event| {

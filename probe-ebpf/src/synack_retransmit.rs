@@ -14,19 +14,23 @@ use crate::{
     emit, failures,
     kernel::{fexit_return, sock_endpoints},
     maps::{FEXIT_RETURN, SYNACK_REQUESTS, config, port_wanted},
+    queues::sample_syn_queue,
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn synack_retransmit_tracepoint(ctx: BtfTracePointContext) -> u32 {
     let request: u64 = ctx.arg(1);
-    failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(request));
+    failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(request, ctx.arg(0)));
     0
 }
 
 #[fexit(function = "tcp_rtx_synack")]
 pub fn synack_retransmit_fexit(ctx: FExitContext) -> u32 {
     if fexit_return::<i32>(&ctx, FEXIT_RETURN.load().tcp_rtx_synack) == Ok(0) {
-        failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(ctx.arg(1)));
+        failures::count(
+            STAGE_SYNACK_RETRANSMIT,
+            on_retransmit(ctx.arg(1), ctx.arg(0)),
+        );
     }
     0
 }
@@ -52,13 +56,14 @@ pub fn synack_retransmit_kretprobe(ctx: RetProbeContext) -> u32 {
     // this CPU touch, and they do not nest (softirq context).
     let request = unsafe { core::mem::replace(&mut *slot, 0) };
     if request != 0 && ctx.ret::<i32>() == 0 {
-        failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(request));
+        failures::count(STAGE_SYNACK_RETRANSMIT, on_retransmit(request, 0));
     }
     0
 }
 
+/// `listener` is 0 where the hook does not have it.
 #[inline(always)]
-fn on_retransmit(request: u64) -> Result<(), i32> {
+fn on_retransmit(request: u64, listener: u64) -> Result<(), i32> {
     let config = config();
     // A request sock starts with the same `sock_common` as a full socket: local port, peer and
     // namespace read the same way.
@@ -67,6 +72,12 @@ fn on_retransmit(request: u64) -> Result<(), i32> {
     };
     if !port_wanted(&config, request.local_port) {
         return Ok(());
+    }
+    // Under a SYN flood no child may ever be queued to wake the listener (see queues.rs), but
+    // its pending handshakes' SYN-ACKs are sent again: the tracepoint backend's SYN program has
+    // no listener, so the SYN queue is sampled here too.
+    if listener != 0 {
+        sample_syn_queue(listener, request.netns, request.local_port)?;
     }
     emit::send(|event| {
         event.kind = EventKind::SynackRetransmit as u32;
