@@ -85,6 +85,12 @@ impl Background {
         }
     }
 
+    /// Sends `signal` (SIGINT: the user's Ctrl-C) without waiting.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
