@@ -85,6 +85,10 @@ impl Background {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (SIGINT: the user's Ctrl-C) without waiting.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child, not yet waited for.

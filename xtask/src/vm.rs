@@ -229,8 +229,18 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
 }
 
 /// Test binaries of views (the CI gate, report formats, live views): the same on every kernel.
-const VIEW_TESTS: [&str; 10] = [
-    "deploy", "dist", "faults", "gate", "html", "reports", "runtimes", "serve", "top", "trace",
+const VIEW_TESTS: [&str; 11] = [
+    "deploy",
+    "dist",
+    "faults",
+    "gate",
+    "html",
+    "many_listeners",
+    "reports",
+    "runtimes",
+    "serve",
+    "top",
+    "trace",
 ];
 
 fn is_view_test(path: &Path) -> bool {

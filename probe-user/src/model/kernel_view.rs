@@ -45,8 +45,9 @@ pub struct QueueNow {
 pub struct KernelView {
     observations: u32,
     namespaces: BTreeMap<u32, NetnsTrack>,
-    /// By (namespace, socket inode).
-    sockets: BTreeMap<(u32, u32), SocketTrack>,
+    /// By listener and socket inode: a listener's sockets are one range of the map (ten
+    /// thousand listeners are looked up one by one when the report is made).
+    sockets: BTreeMap<(ListenerKey, u32), SocketTrack>,
 }
 
 impl KernelView {
@@ -71,7 +72,7 @@ impl KernelView {
             for listener in state.listeners {
                 let socket = self
                     .sockets
-                    .entry((netns, listener.inode))
+                    .entry((ListenerKey::new(netns, listener.port), listener.inode))
                     .or_insert_with(|| SocketTrack {
                         key: ListenerKey::new(netns, listener.port),
                         addr: Some(listener.addr),
@@ -96,7 +97,7 @@ impl KernelView {
     pub fn socket_closed(&mut self, key: ListenerKey, inode: u32, drops: u32) {
         let socket = self
             .sockets
-            .entry((key.netns, inode))
+            .entry((key, inode))
             .or_insert_with(|| SocketTrack {
                 key,
                 addr: None,
@@ -112,7 +113,9 @@ impl KernelView {
     }
 
     fn sockets_of(&self, key: ListenerKey) -> impl Iterator<Item = &SocketTrack> {
-        self.sockets.values().filter(move |s| s.key == key)
+        self.sockets
+            .range((key, 0)..=(key, u32::MAX))
+            .map(|(_, s)| s)
     }
 
     /// Whether any socket of `key` was seen.
@@ -157,8 +160,7 @@ impl KernelView {
     /// Each listening socket of `key` seen during the span, by inode.
     pub fn sockets(&self, key: ListenerKey) -> Vec<crate::report::ListenerSocket> {
         self.sockets
-            .iter()
-            .filter(|(_, s)| s.key == key)
+            .range((key, 0)..=(key, u32::MAX))
             .map(|(&(_, inode), s)| crate::report::ListenerSocket {
                 inode,
                 addr: s.addr.map(|a| a.to_string()),

@@ -200,6 +200,19 @@ pub fn accept_loop(l: &ListenerReport) -> Vec<String> {
     lines
 }
 
+/// The listeners by what a reader looks at first: drops, then traffic (SYNs and handshakes).
+pub fn busiest_first(listeners: &[ListenerReport]) -> Vec<&ListenerReport> {
+    let weight = |l: &ListenerReport| {
+        (
+            l.drops.listen_drops.unwrap_or(0),
+            l.syn_received + l.handshakes,
+        )
+    };
+    let mut ranked: Vec<&ListenerReport> = listeners.iter().collect();
+    ranked.sort_by_key(|l| std::cmp::Reverse(weight(l)));
+    ranked
+}
+
 /// Listeners a human-readable report shows in full; the rest are folded into one line.
 pub const SHOWN_LISTENERS: usize = 20;
 
@@ -209,14 +222,7 @@ pub fn shown_listeners(listeners: &[ListenerReport]) -> (Vec<&ListenerReport>, O
     if listeners.len() <= SHOWN_LISTENERS {
         return (listeners.iter().collect(), None);
     }
-    let weight = |l: &ListenerReport| {
-        (
-            l.drops.listen_drops.unwrap_or(0),
-            l.syn_received + l.handshakes,
-        )
-    };
-    let mut ranked: Vec<&ListenerReport> = listeners.iter().collect();
-    ranked.sort_by_key(|l| std::cmp::Reverse(weight(l)));
+    let ranked = busiest_first(listeners);
     let folded = &ranked[SHOWN_LISTENERS..];
     let syns: u64 = folded.iter().map(|l| l.syn_received).sum();
     let accepted: u64 = folded.iter().map(|l| l.accepted).sum();

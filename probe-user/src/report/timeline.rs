@@ -62,12 +62,12 @@ impl Timeline {
                 ("accept_wait", &stats.accept_wait),
                 ("syn_to_accept", &stats.syn_to_accept),
             ] {
-                if latency.histogram().is_empty() {
+                if latency.is_empty() {
                     continue;
                 }
                 let mut bytes = Vec::new();
                 if serializer
-                    .serialize(latency.histogram(), &mut bytes)
+                    .serialize(&latency.histogram(), &mut bytes)
                     .is_ok()
                 {
                     let tag = format!("{}:{}:{stage}", key.netns, key.port);

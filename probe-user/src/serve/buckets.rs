@@ -23,10 +23,10 @@ pub struct CumulativeHistogram {
 impl CumulativeHistogram {
     /// Adds an interval's samples.
     pub fn add(&mut self, latency: &Latency) {
-        let histogram = latency.histogram();
-        if histogram.is_empty() {
+        if latency.is_empty() {
             return;
         }
+        let histogram = latency.histogram();
         for recorded in histogram.iter_recorded() {
             let nanoseconds = recorded.value_iterated_to();
             let samples = recorded.count_at_value();

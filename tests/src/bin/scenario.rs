@@ -21,6 +21,9 @@
 //! ever accepted from and the second has backlog B; N concurrent clients (the kernel spreads them over both by hash) hold their
 //! connections H ms. The second member's queue fills and drops while the first has room.
 //!
+//! `scenario listeners --first-port P --count N --busy K`: N listeners on 127.0.0.1, ports P
+//! to P+N-1, each connected to and accepted once, the first K times; then all closed.
+//!
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
 //! by design (a full queue): it prints how many connected and exits 0.
@@ -92,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Some("connect") => connect_alone(&flags(2)?),
         Some("request") => request_response(&flags(2)?),
         Some("reuseport") => reuseport(&flags(2)?),
+        Some("listeners") => many_listeners(&flags(2)?),
         _ => together(),
     }
 }
@@ -243,6 +247,24 @@ fn reuseport(flags: &std::collections::HashMap<String, String>) -> anyhow::Resul
         "scenario: {connected} of {connections} connected, {} accepted by the first member",
         accepted.load(Ordering::SeqCst)
     );
+    Ok(())
+}
+
+fn many_listeners(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {
+    let first_port: u16 = flag(flags, "first-port", None)?;
+    let count: u16 = flag(flags, "count", None)?;
+    let busy: usize = flag(flags, "busy", Some(1))?;
+    let listeners = (0..count)
+        .map(|i| listener(SocketAddr::from(([127, 0, 0, 1], first_port + i)), 128))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (i, listener) in listeners.iter().enumerate() {
+        let connections = if i == 0 { busy } else { 1 };
+        for _ in 0..connections {
+            let client = TcpStream::connect(listener.local_addr()?)?;
+            let (accepted, _) = listener.accept()?;
+            drop((client, accepted));
+        }
+    }
     Ok(())
 }
 
