@@ -22,9 +22,11 @@ fn check_finds_a_full_accept_queue() {
          {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 39000 --timeout-ms 500
          wait"
     );
+    let load_errors = synscope_tests::tempdir().join("stderr");
     let mut load = Command::new("ip")
         .args(["netns", "exec", &netns.name, "sh", "-c", &script])
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&load_errors).expect("create a file"))
         // Its own process group, ended as a whole once checked.
         .process_group(0)
         .spawn()
@@ -50,7 +52,10 @@ fn check_finds_a_full_accept_queue() {
     assert_eq!(
         seen.split_whitespace().nth(1),
         Some("3"),
-        "the scenario's listener never held 3 connections within 30 s (ss: {seen:?})"
+        "the scenario's listener never held 3 connections within 30 s (ss: {seen:?}; the \
+         scenario: {:?}, {})",
+        load.try_wait(),
+        std::fs::read_to_string(&load_errors).unwrap_or_default()
     );
 
     let output = Command::new(synscope_bin())

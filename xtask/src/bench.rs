@@ -26,8 +26,8 @@ use anyhow::{Context as _, bail};
 
 use crate::commands::check;
 
-mod bpf;
-mod load;
+pub(crate) mod bpf;
+pub(crate) mod load;
 mod report;
 pub(crate) mod tracer;
 

@@ -14,6 +14,7 @@ mod bench;
 mod commands;
 mod dist;
 mod figures;
+mod soak;
 mod vm;
 
 use anyhow::{Context as _, bail};
@@ -37,6 +38,10 @@ enum Task {
     /// Measure what tracing costs (as root): untraced, synscope and a bpftrace reference,
     /// alternating, on loopback loops and nginx under wrk; see BENCHMARKS.md.
     Bench(bench::Options),
+    /// A long run at full speed (as root): a million connections, some never accepted,
+    /// listeners opening and closing; synscope's figures against the load and the kernel's
+    /// counters, no event lost, its memory flat.
+    Soak(soak::Options),
     /// The integration tests per backend: natively on this kernel, and on Debian's 5.10, 6.1
     /// and 6.12 kernels under QEMU.
     VmTest(vm::Selection),
@@ -96,6 +101,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             matrix?;
         }
         Task::Bench(options) => bench::run(&root, &options)?,
+        Task::Soak(options) => soak::run(&root, &options)?,
         Task::Dist => dist::run(&root)?,
         Task::VmTest(selection) => {
             vm::run(&root, &selection)?;

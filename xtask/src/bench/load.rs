@@ -146,7 +146,7 @@ impl Drop for Prepared {
 
 /// Enters the network namespace `/run/netns/NAME` on the calling thread (CLONE_NEWNET is per
 /// thread), so the loop's sockets live there.
-fn enter_netns(name: &str) -> anyhow::Result<()> {
+pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     unsafe extern "C" {
         fn setns(fd: c_int, nstype: c_int) -> c_int;
     }
