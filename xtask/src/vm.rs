@@ -3,8 +3,8 @@
 //!
 //! Kernels come from Debian's package registry (newest 6.1 and 6.12 cloud kernels, cached in
 //! target/vm). Each VM boots a busybox initramfs that holds the test binaries, synscope and
-//! the scenario helper at their paths on this machine, the host tools the tests call (ip, ss,
-//! nft, nginx, ab, setpriv) with their libraries, and the kernel's netfilter modules.
+//! the test helpers (scenario, synflood) at their paths on this machine, the host tools the
+//! tests call (ip, ss, nft, nginx, ab, setpriv) with their libraries, and the kernel's netfilter modules.
 
 use std::{
     collections::BTreeSet,
@@ -137,7 +137,9 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
     let synscope = root.join("target/debug/synscope");
     let mut payload: Vec<PathBuf> = tests.clone();
     payload.push(synscope.clone());
+    // The tests' helpers (tests/src/bin): found at their paths here.
     payload.push(root.join("target/debug/scenario"));
+    payload.push(root.join("target/debug/synflood"));
     for tool in HOST_TOOLS {
         payload.push(which(tool)?);
     }
