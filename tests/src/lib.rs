@@ -231,6 +231,22 @@ pub fn netns_sysctl(netns: &Netns, name: &str, value: &str) {
     ]));
 }
 
+/// A shell command that waits (up to 20 s) until each of `ports` has a listener in the
+/// namespace the script runs in: a fixed sleep after starting a server is too short on a
+/// loaded machine or under emulation, where clients then find nothing listening.
+pub fn wait_for_listeners(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|port| {
+            format!(
+                "for i in $(seq 400); do ss -Hltn 'sport = :{port}' | grep -q . && break; \
+                 sleep 0.05; done"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Shell commands that start and stop dropping the final ACK of handshakes (and any other pure
 /// ACK) sent to `ports`, with nftables in the namespace the script runs in.
 pub fn final_ack_drop(ports: &[u16]) -> (String, String) {

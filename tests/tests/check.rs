@@ -4,10 +4,12 @@ use std::{
     os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use synscope_tests::{Netns, require_root, synscope_bin, unprivileged_synscope};
+use synscope_tests::{
+    Netns, require_root, synscope_bin, unprivileged_synscope, wait_for_listeners,
+};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -15,12 +17,13 @@ const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 fn check_finds_a_full_accept_queue() {
     require_root();
     let netns = Netns::new("check");
-    // Backlog 2, never accepting: 3 connections fill the queue, the other 3 are dropped.
+    // Backlog 2, never accepting: 3 (or 4) connections fill the queue, the others are dropped.
     let script = format!(
-        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 40000 &
-         sleep 0.2
+        "{SCENARIO} serve --listen 127.0.0.1:7651 --backlog 2 --accept-after-ms 60000 --duration-ms 60000 &
+         {}
          {SCENARIO} connect --to 127.0.0.1:7651 --connections 6 --hold-ms 39000 --timeout-ms 500
-         wait"
+         wait",
+        wait_for_listeners(&[7651])
     );
     let load_errors = synscope_tests::tempdir().join("stderr");
     let mut load = Command::new("ip")
@@ -31,10 +34,18 @@ fn check_finds_a_full_accept_queue() {
         .process_group(0)
         .spawn()
         .expect("start the scenario");
-    // Wait until the queue is full (3 waiting): slow machines and emulators take their time
-    // (under QEMU's emulation with kprobes, more than 12 s has been seen).
+    // Wait until the queue is full (backlog + 1 = 3 waiting; final ACKs handled at once on
+    // several CPUs can each pass the kernel's fullness check, so it may hold 4): slow machines
+    // and emulators take their time (under QEMU's emulation with kprobes, more than 12 s has
+    // been seen).
+    let queued = |ss: &str| {
+        ss.split_whitespace()
+            .nth(1)
+            .and_then(|q| q.parse::<u32>().ok())
+    };
     let mut seen = String::new();
-    for _ in 0..300 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         let ss = Command::new("ip")
             .args(["netns", "exec", &netns.name, "ss", "-Hltn", "sport = :7651"])
             .output()
@@ -44,14 +55,14 @@ fn check_finds_a_full_accept_queue() {
             String::from_utf8_lossy(&ss.stdout),
             String::from_utf8_lossy(&ss.stderr)
         );
-        if seen.split_whitespace().nth(1) == Some("3") {
+        if queued(&seen).is_some_and(|q| q >= 3) {
             break;
         }
         thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        seen.split_whitespace().nth(1),
-        Some("3"),
+    let queue = queued(&seen).unwrap_or_default();
+    assert!(
+        (3..=4).contains(&queue),
         "the scenario's listener never held 3 connections within 30 s (ss: {seen:?}; the \
          scenario: {:?}, {})",
         load.try_wait(),
@@ -94,9 +105,14 @@ fn check_finds_a_full_accept_queue() {
         .find(|l| l.trim_start().starts_with("127.0.0.1:7651"))
         .unwrap_or_else(|| panic!("listener missing:\n{section}"));
     let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(&fields[1..3], ["2", "3"], "backlog 2, queue 3: {line}");
+    assert_eq!(
+        &fields[1..3],
+        ["2", &queue.to_string()],
+        "backlog 2, queue {queue}: {line}"
+    );
     let drops: u64 = fields[3].parse().unwrap();
-    assert!(drops >= 3, "{line}");
+    // Every client the queue could not hold was dropped at least once.
+    assert!(drops >= u64::from(6 - queue), "{line}");
     assert!(
         line.contains("queue FULL") && line.contains(&format!("dropped {drops}")),
         "{line}"

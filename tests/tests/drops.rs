@@ -5,6 +5,7 @@
 use synscope::report::Drops;
 use synscope_tests::{
     Netns, Traced, exact_figures, final_ack_drop, netns_sysctl, require_root, synscope_run_in_with,
+    wait_for_listeners,
 };
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
@@ -73,7 +74,7 @@ fn accept_queue_overflow_at_syn_time_on_two_ports() {
     let script = [
         stuck_server(7601, 2, 1500),
         stuck_server(7602, 2, 1500),
-        "sleep 0.2".into(),
+        wait_for_listeners(&[7601, 7602]),
         clients(7601, 8, 1000, 500),
         clients(7602, 15, 1000, 500),
         "wait".into(),
@@ -113,7 +114,7 @@ fn final_ack_overflow_script() -> String {
     [
         stuck_server(7611, 5, 2500),
         stuck_server(7612, 5, 2500),
-        "sleep 0.2".into(),
+        wait_for_listeners(&[7611, 7612]),
         drop_acks,
         clients(7611, 3, 2000, 1000),
         clients(7612, 2, 2000, 1000),
@@ -240,7 +241,7 @@ fn syn_queue_full_with_syncookies_off() {
     let script = [
         stuck_server(7621, 4, 2000),
         stuck_server(7622, 4, 2000),
-        "sleep 0.2".into(),
+        wait_for_listeners(&[7621, 7622]),
         drop_acks,
         clients(7621, 10, 2500, 1500),
         clients(7622, 7, 2500, 1500),
@@ -299,7 +300,7 @@ fn both_kinds_of_syn_time_drop_told_apart_per_port() {
     let script = [
         stuck_server(7641, 2, 1500),
         stuck_server(7642, 4, 1500),
-        "sleep 0.2".into(),
+        wait_for_listeners(&[7641, 7642]),
         drop_acks,
         clients(7641, 8, 1000, 500),
         clients(7642, 10, 1000, 500),
@@ -353,7 +354,7 @@ fn syncookies_per_port_when_syn_queues_fill() {
     let script = [
         stuck_server(7651, 4, 1500),
         stuck_server(7652, 4, 1500),
-        "sleep 0.2".into(),
+        wait_for_listeners(&[7651, 7652]),
         drop_acks,
         clients(7651, 12, 1000, 500),
         clients(7652, 7, 1000, 500),

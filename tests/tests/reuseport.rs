@@ -28,9 +28,16 @@ fn a_neglected_member_drops_while_the_other_has_room() {
     assert_eq!(listener.sockets.len(), 2, "{listener:#?}");
     let (dropping, roomy): (Vec<_>, Vec<_>) = listener.sockets.iter().partition(|s| s.drops > 0);
     assert_eq!((dropping.len(), roomy.len()), (1, 1), "{listener:#?}");
-    // The neglected member: its queue full (backlog 4 holds 5), the rest of its share dropped.
-    assert_eq!(dropping[0].accept_queue_max, 5, "{listener:#?}");
-    assert!(roomy[0].accept_queue_max <= 1, "{listener:#?}");
+    // The neglected member: its queue full (backlog 4 holds 5; final ACKs handled at once on
+    // several CPUs can each pass the kernel's fullness check, so it may hold one more), the
+    // rest of its share dropped.
+    assert!(
+        (5..=6).contains(&dropping[0].accept_queue_max),
+        "{listener:#?}"
+    );
+    // The served member never came near its backlog of 1024, even when its one accepting
+    // thread lags (under emulation it has held a few).
+    assert!(roomy[0].accept_queue_max < 64, "{listener:#?}");
     let imbalance = listener
         .reuseport_imbalance
         .as_deref()
