@@ -361,7 +361,10 @@ pub struct ChildStamps {
     /// The child's local port: a socket moving to CLOSE has already given its port back
     /// (`inet_num` is 0) when the state-change tracepoint fires.
     pub local_port: u16,
-    pub _pad: [u16; 3],
+    /// The client's port: an entry left by a child freed in the queue (its listener closed) is
+    /// told apart from a later socket at the same address by it.
+    pub remote_port: u16,
+    pub _pad: [u16; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);

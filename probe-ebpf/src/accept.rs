@@ -29,7 +29,7 @@ use probe_common::{
 use crate::{
     emit, failures,
     kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
-    maps::{CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, IO_URING, config, port_wanted},
+    maps::{CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, IO_URING, child_stamps, config, port_wanted},
 };
 
 /// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
@@ -151,11 +151,8 @@ fn on_accepted_sock(
     let task = bpf_get_current_pid_tgid();
     let (pid, tid) = ((task >> 32) as u32, task as u32);
     let comm = bpf_get_current_comm().unwrap_or_default();
-    // SAFETY: the stamps are copied out at once (here and in the two lookups below). Map memory
-    // stays valid while the program runs (RCU); another CPU replacing the entry meanwhile can
-    // only change the value read.
-    let stamps = match unsafe { CHILDREN.get(&sk) } {
-        Some(&stamps) => {
+    let stamps = match child_stamps(sk, child.remote_port) {
+        Some(stamps) => {
             let _ = CHILDREN.remove(&sk);
             stamps
         }
@@ -171,8 +168,7 @@ fn on_accepted_sock(
                 let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
                 // The handshake may have completed on another CPU meanwhile, too late to see
                 // the entry: then whichever side removes the entry reports the accept.
-                // SAFETY: as above, copied out at once.
-                if let Some(&stamps) = unsafe { CHILDREN.get(&sk) }
+                if let Some(stamps) = child_stamps(sk, child.remote_port)
                     && EARLY_ACCEPTS.remove(&sk).is_ok()
                 {
                     let _ = CHILDREN.remove(&sk);
@@ -182,9 +178,8 @@ fn on_accepted_sock(
             }
             // The handshake program records the child before the kernel stores ESTABLISHED:
             // a child seen ESTABLISHED just after the first look has its entry by now.
-            // SAFETY: as above, copied out at once.
-            match unsafe { CHILDREN.get(&sk) } {
-                Some(&stamps) => {
+            match child_stamps(sk, child.remote_port) {
+                Some(stamps) => {
                     let _ = CHILDREN.remove(&sk);
                     stamps
                 }

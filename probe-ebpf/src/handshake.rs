@@ -31,8 +31,8 @@ use crate::{
     emit, failures,
     kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
     maps::{
-        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES, config,
-        port_wanted,
+        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES,
+        child_stamps, config, port_wanted,
     },
 };
 
@@ -127,13 +127,17 @@ fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
 /// the entry stays, for the accept that may still come.
 #[inline(always)]
 fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
-    // SAFETY: the stamps are copied out at once. Map memory stays valid while the program runs
-    // (RCU); an accept removing the entry meanwhile makes this report one a moment late.
-    let Some(&stamps) = (unsafe { CHILDREN.get(&sk) }) else {
+    // The common case, a connection that was never a queued child, costs this one lookup.
+    // SAFETY: only tests for presence; nothing is read from the entry.
+    if unsafe { CHILDREN.get(&sk) }.is_none() {
         return Ok(());
-    };
+    }
     let config = config();
     let Some(mut child) = sock_endpoints(&config.offsets, sk)? else {
+        return Ok(());
+    };
+    // An accept removing the entry meanwhile makes this report one a moment late.
+    let Some(stamps) = child_stamps(sk, child.remote_port) else {
         return Ok(());
     };
     // Moving to CLOSE, the socket has already given its port back.
@@ -183,7 +187,8 @@ fn on_established(sk: u64) -> Result<(), i32> {
         syn_ns,
         established_ns: now,
         local_port: child.local_port,
-        _pad: [0; 3],
+        remote_port: child.remote_port,
+        _pad: [0; 2],
     };
     // accept() may already have returned it (see EarlyAccept): the accept-queue wait was nil.
     // Whichever of this program and the accept's removes the entry reports the accept. Such a

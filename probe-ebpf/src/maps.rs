@@ -96,6 +96,22 @@ pub static EARLY_ACCEPTS: LruHashMap<u64, EarlyAccept> = LruHashMap::with_max_en
 pub static CHILDREN: LruHashMap<u64, ChildStamps> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
 
+/// The stamps of the child `sk` whose client port is `remote_port`. A child freed while queued
+/// (its listener closed, or its client left and the listener discarded it) leaves its entry
+/// behind; a later socket at the same address finds it, sees another client port, and removes
+/// it instead of taking it for its own.
+#[inline(always)]
+pub fn child_stamps(sk: u64, remote_port: u16) -> Option<ChildStamps> {
+    // SAFETY: the stamps are copied out at once. Map memory stays valid while the program runs
+    // (RCU); another CPU replacing the entry meanwhile can only change the value read.
+    let stamps = *unsafe { CHILDREN.get(&sk) }?;
+    if stamps.remote_port != remote_port {
+        let _ = CHILDREN.remove(&sk);
+        return None;
+    }
+    Some(stamps)
+}
+
 /// Sockets in `inet_csk_listen_start`, by task, between a kprobe and its kretprobe.
 #[map]
 pub static LISTEN_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);

@@ -2,7 +2,7 @@
 //! accepted anyway), connections still queued when tracing stopped, and children discarded
 //! by their listener's close; and the verdict that names the accept queue.
 
-use synscope_tests::{Netns, require_root, synscope_run_in};
+use synscope_tests::{Netns, require_root, synscope_run_in, wait_for_listeners};
 
 const SCENARIO: &str = env!("CARGO_BIN_EXE_scenario");
 
@@ -32,8 +32,9 @@ fn clients_that_left_while_queued_are_counted_and_seen_accepted_later() {
     let traced = synscope_run_in(
         &netns,
         &format!(
-            "{} & sleep 0.3; {}; wait",
+            "{} & {}\n{}; wait",
             server(port, 1500, 2500),
+            wait_for_listeners(&[port]),
             clients(port, 10, 300)
         ),
     );
@@ -65,8 +66,9 @@ fn connections_still_queued_at_the_end_are_never_accepted() {
     let traced = synscope_run_in(
         &netns,
         &format!(
-            "{} & sleep 0.3; {} & sleep 1.8",
+            "{} & {}\n{} & sleep 1.8",
             server(port, 60_000, 5_000),
+            wait_for_listeners(&[port]),
             clients(port, 12, 4_000)
         ),
     );
@@ -96,16 +98,26 @@ fn connections_still_queued_at_the_end_are_never_accepted() {
 fn children_a_closing_listener_discards_are_not_abandoned() {
     require_root();
     let netns = Netns::new("discarded");
-    let port = 7182;
-    // The server closes at 1.2 s without accepting; the clients hold on until after.
+    let (port, busy_port) = (7182, 7183);
+    // The server closes at 1.2 s without accepting; the clients hold on until after. Then 400
+    // connections to another port, whose server closes each first: their sockets take the
+    // freed children's memory, and a client socket moving to CLOSE_WAIT at a discarded child's
+    // address must not be taken for that child.
     let traced = synscope_run_in(
         &netns,
         &format!(
-            "{} & server=$!; sleep 0.3; {} & wait $server; sleep 0.5",
+            "{} & server=$!; {}\n{} & wait $server\n\
+             '{SCENARIO}' --listen 127.0.0.1:{busy_port} --connections 400 --concurrency 16\n\
+             sleep 0.5",
             server(port, 60_000, 1_200),
+            wait_for_listeners(&[port]),
             clients(port, 8, 2_000)
         ),
     );
+    let busy = traced.listener(&netns, busy_port);
+    assert_eq!((busy.handshakes, busy.accepted), (400, 400), "{busy:#?}");
+    let abandoned = busy.abandoned_in_queue.as_ref().expect("observed");
+    assert_eq!(abandoned.by_fin + abandoned.by_rst, 0, "{busy:#?}");
     let listener = traced.listener(&netns, port);
     assert_eq!(
         (listener.handshakes, listener.accepted),
