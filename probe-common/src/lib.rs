@@ -228,7 +228,9 @@ pub struct ConnEvent {
     pub family: u16,
     pub local_port: u16,
     pub remote_port: u16,
-    pub _pad1: u16,
+    /// `PENDING_*` bits: what the program that sent this event did to the maps of connections
+    /// in progress (`Syn`, `Handshake`, `Accept` and `FirstResponse` events).
+    pub pending: u16,
     /// Inode number of a `ListenerClosed` socket.
     pub socket_inode: u32,
     /// The thread that accepted (an `Accept`'s).
@@ -256,7 +258,7 @@ impl ConnEvent {
             family: 0,
             local_port: 0,
             remote_port: 0,
-            _pad1: 0,
+            pending: 0,
             socket_inode: 0,
             tid: 0,
             syn_ns: 0,
@@ -367,6 +369,34 @@ pub struct ChildStamps {
     pub _pad: [u16; 2],
 }
 
+/// Bits of `ConnEvent::pending`. The LRU maps of connections in progress (`SYN_TIMES`: a SYN's
+/// arrival until its handshake completes; `CHILDREN`: a child in an accept queue until
+/// accepted; `FOLLOWED`: an accepted connection until its first response) evict their oldest
+/// entries when full. Userspace counts from the events what was added and removed, adds the
+/// rare changes that send no event (`PendingTally`), and at the end of a run: added - removed -
+/// still present = evicted, which explains a figure missing a stage.
+pub const PENDING_SYN_ADDED: u16 = 1;
+pub const PENDING_SYN_REMOVED: u16 = 1 << 1;
+pub const PENDING_CHILD_ADDED: u16 = 1 << 2;
+pub const PENDING_CHILD_REMOVED: u16 = 1 << 3;
+pub const PENDING_FOLLOWED_ADDED: u16 = 1 << 4;
+pub const PENDING_FOLLOWED_REMOVED: u16 = 1 << 5;
+
+/// Changes to the maps of connections in progress that no event reports, per CPU: each
+/// replacement of a leftover entry counts as one removal and one addition.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingTally {
+    /// A SYN on the 4-tuple of an earlier one that never completed.
+    pub syn_replaced: u64,
+    /// A child at the address of one freed while queued (its listener closed).
+    pub children_replaced: u64,
+    /// Such a leftover child entry found by another socket at its address, and removed.
+    pub children_stale_removed: u64,
+    /// A connection at the address of one closed before its first response.
+    pub followed_replaced: u64,
+}
+
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 120);
@@ -378,6 +408,7 @@ const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
+const _: () = assert!(core::mem::size_of::<PendingTally>() == 32);
 
 #[cfg(feature = "user")]
 mod user {
@@ -390,4 +421,7 @@ mod user {
     unsafe impl aya::Pod for super::ChildStamps {}
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::QueueDepths {}
+    unsafe impl aya::Pod for super::PendingTally {}
+    unsafe impl aya::Pod for super::SynStamp {}
+    unsafe impl aya::Pod for super::Followed {}
 }

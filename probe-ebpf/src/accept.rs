@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, KernelOffsets, STAGE_ACCEPT,
-    TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, KernelOffsets,
+    PENDING_CHILD_REMOVED, STAGE_ACCEPT, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -151,11 +151,8 @@ fn on_accepted_sock(
     let task = bpf_get_current_pid_tgid();
     let (pid, tid) = ((task >> 32) as u32, task as u32);
     let comm = bpf_get_current_comm().unwrap_or_default();
-    let stamps = match child_stamps(sk, child.remote_port) {
-        Some(stamps) => {
-            let _ = CHILDREN.remove(&sk);
-            stamps
-        }
+    let (stamps, removed) = match child_stamps(sk, child.remote_port) {
+        Some(stamps) => (stamps, remove_child(sk)),
         None => {
             // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
             if read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_SYN_RECV) {
@@ -171,28 +168,35 @@ fn on_accepted_sock(
                 if let Some(stamps) = child_stamps(sk, child.remote_port)
                     && EARLY_ACCEPTS.remove(&sk).is_ok()
                 {
-                    let _ = CHILDREN.remove(&sk);
-                    send_accept(sk, &child, stamps, now, (pid, tid), comm);
+                    let removed = remove_child(sk);
+                    send_accept(sk, &child, stamps, now, (pid, tid), comm, removed);
                 }
                 return Ok(());
             }
             // The handshake program records the child before the kernel stores ESTABLISHED:
             // a child seen ESTABLISHED just after the first look has its entry by now.
             match child_stamps(sk, child.remote_port) {
-                Some(stamps) => {
-                    let _ = CHILDREN.remove(&sk);
-                    stamps
-                }
-                None => Default::default(),
+                Some(stamps) => (stamps, remove_child(sk)),
+                None => (Default::default(), 0),
             }
         }
     };
-    send_accept(sk, &child, stamps, now, (pid, tid), comm);
+    send_accept(sk, &child, stamps, now, (pid, tid), comm, removed);
     Ok(())
 }
 
+/// Removes the entry of the child `sk`: `PENDING_CHILD_REMOVED` if this call did.
+#[inline(always)]
+fn remove_child(sk: u64) -> u16 {
+    if CHILDREN.remove(&sk).is_ok() {
+        PENDING_CHILD_REMOVED
+    } else {
+        0
+    }
+}
+
 /// The Accept event of `child` (the socket `sk`), which is then followed to its first
-/// response.
+/// response. `pending`: what the caller did to the maps of connections in progress.
 #[inline(always)]
 pub fn send_accept(
     sk: u64,
@@ -201,18 +205,11 @@ pub fn send_accept(
     accepted_ns: u64,
     (pid, tid): (u32, u32),
     comm: [u8; 16],
+    pending: u16,
 ) {
-    emit::send(|event| {
-        event.kind = EventKind::Accept as u32;
-        child.write_to(event);
-        event.pid = pid;
-        event.tid = tid;
-        event.syn_ns = stamps.syn_ns;
-        event.established_ns = stamps.established_ns;
-        event.accepted_ns = accepted_ns;
-        event.comm = comm;
-    });
-    crate::phases::follow(
+    // Followed before the event is sent, which says so; the accept has not returned yet, so
+    // nothing can be sent on the connection meanwhile.
+    let followed = crate::phases::follow(
         sk,
         &Followed {
             syn_ns: stamps.syn_ns,
@@ -225,6 +222,17 @@ pub fn send_accept(
             comm,
         },
     );
+    emit::send(|event| {
+        event.kind = EventKind::Accept as u32;
+        child.write_to(event);
+        event.pid = pid;
+        event.tid = tid;
+        event.syn_ns = stamps.syn_ns;
+        event.established_ns = stamps.established_ns;
+        event.accepted_ns = accepted_ns;
+        event.comm = comm;
+        event.pending = pending | followed;
+    });
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.

@@ -17,13 +17,15 @@
 //! without `tcp_set_state`; on success the socket then has its port.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    ChildStamps, EventKind, FlowKey, STAGE_HANDSHAKE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
-    TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, EventKind, FlowKey, PENDING_CHILD_ADDED, PENDING_CHILD_REMOVED,
+    PENDING_SYN_REMOVED, STAGE_HANDSHAKE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN,
+    TCP_SYN_RECV,
 };
 
 use crate::{
@@ -32,7 +34,7 @@ use crate::{
     kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
     maps::{
         CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES,
-        child_stamps, config, port_wanted,
+        child_stamps, config, port_wanted, tally,
     },
 };
 
@@ -173,12 +175,15 @@ fn on_established(sk: u64) -> Result<(), i32> {
         local_addr: child.local_addr,
         remote_addr: child.remote_addr,
     };
+    let mut pending = 0;
     // SAFETY: the timestamp is copied out at once. Map memory stays valid while the program
     // runs (RCU); another CPU replacing the entry meanwhile can only change the value read.
     let syn_ns = match unsafe { SYN_TIMES.get(&key) } {
         Some(stamp) => {
             let syn_ns = stamp.syn_ns;
-            let _ = SYN_TIMES.remove(&key);
+            if SYN_TIMES.remove(&key).is_ok() {
+                pending |= PENDING_SYN_REMOVED;
+            }
             syn_ns
         }
         None => 0,
@@ -196,9 +201,15 @@ fn on_established(sk: u64) -> Result<(), i32> {
     // child's lock, which this state change holds): the usual child, without one, skips that
     // lookup and looks once, after recording itself, for an accept that came meanwhile.
     if read::<u64>(sk, config.offsets.sk_socket)? == 0 {
-        let _ = CHILDREN.insert(&sk, &stamps, 0);
-        if report_early_accept(&child, sk, stamps, now) {
-            let _ = CHILDREN.remove(&sk);
+        if CHILDREN.insert(&sk, &stamps, BPF_NOEXIST as u64).is_ok() {
+            pending |= PENDING_CHILD_ADDED;
+        } else {
+            // A child freed in its queue left its entry at this address: replaced.
+            let _ = CHILDREN.insert(&sk, &stamps, 0);
+            tally(|t| t.children_replaced += 1);
+        }
+        if report_early_accept(&child, sk, stamps, now) && CHILDREN.remove(&sk).is_ok() {
+            pending |= PENDING_CHILD_REMOVED;
         }
     } else {
         // (A TCP Fast Open child can be accepted before its handshake completes, through
@@ -211,6 +222,7 @@ fn on_established(sk: u64) -> Result<(), i32> {
         child.write_to(event);
         event.syn_ns = syn_ns;
         event.established_ns = now;
+        event.pending = pending;
     });
     Ok(())
 }
@@ -279,6 +291,7 @@ fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now:
         now.max(early.accepted_ns),
         (early.pid, early.tid),
         early.comm,
+        0,
     );
     true
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     COUNTED_MIBS, ChildStamps, EarlyAccept, FexitReturnSlots, FlowKey, Followed, IoUringOffsets,
-    KernelOffsets, ListenCounters, ListenerKey, MAX_PORTS, PENDING_ENTRIES, ProbeConfig,
-    QueueDepths, STAGES, SynStamp,
+    KernelOffsets, ListenCounters, ListenerKey, MAX_PORTS, PENDING_ENTRIES, PendingTally,
+    ProbeConfig, QueueDepths, STAGES, SynStamp,
 };
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
@@ -96,6 +96,21 @@ pub static EARLY_ACCEPTS: LruHashMap<u64, EarlyAccept> = LruHashMap::with_max_en
 pub static CHILDREN: LruHashMap<u64, ChildStamps> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
 
+/// The rare changes to `SYN_TIMES`, `CHILDREN` and `FOLLOWED` that no event reports, per CPU
+/// (see `PendingTally`); the common ones are bits of the events (`PENDING_*`).
+#[map]
+pub static PENDING_TALLY: PerCpuArray<PendingTally> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts in this CPU's `PENDING_TALLY`.
+#[inline(always)]
+pub fn tally(count: impl FnOnce(&mut PendingTally)) {
+    if let Some(slot) = PENDING_TALLY.get_ptr_mut(0) {
+        // SAFETY: the lookup returned a valid, aligned pointer to this CPU's slot, and programs
+        // do not migrate between CPUs while they run, so no other writer races with this one.
+        count(unsafe { &mut *slot });
+    }
+}
+
 /// The stamps of the child `sk` whose client port is `remote_port`. A child freed while queued
 /// (its listener closed, or its client left and the listener discarded it) leaves its entry
 /// behind; a later socket at the same address finds it, sees another client port, and removes
@@ -106,7 +121,9 @@ pub fn child_stamps(sk: u64, remote_port: u16) -> Option<ChildStamps> {
     // (RCU); another CPU replacing the entry meanwhile can only change the value read.
     let stamps = *unsafe { CHILDREN.get(&sk) }?;
     if stamps.remote_port != remote_port {
-        let _ = CHILDREN.remove(&sk);
+        if CHILDREN.remove(&sk).is_ok() {
+            tally(|t| t.children_stale_removed += 1);
+        }
         return None;
     }
     Some(stamps)

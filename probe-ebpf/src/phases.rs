@@ -10,16 +10,19 @@
 //! `tcp_sendmsg` (bytes handed over to send).
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{EventKind, Followed, STAGE_PHASES};
+use probe_common::{
+    EventKind, Followed, PENDING_FOLLOWED_ADDED, PENDING_FOLLOWED_REMOVED, STAGE_PHASES,
+};
 
 use crate::{
     emit, failures,
     kernel::{fexit_return, sock_endpoints},
-    maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, config},
+    maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, config, tally},
 };
 
 #[btf_tracepoint(function = "sock_recv_length")]
@@ -139,14 +142,24 @@ fn on_send(sk: u64) -> Result<(), i32> {
         event.accepted_ns = followed.accepted_ns;
         event.read_ns = followed.read_ns;
         event.response_ns = now;
+        event.pending = PENDING_FOLLOWED_REMOVED;
     });
     Ok(())
 }
 
-/// Follows `sk`, just accepted, until its first response (when the phases are traced).
+/// Follows `sk`, just accepted, until its first response (when the phases are traced):
+/// `PENDING_FOLLOWED_ADDED` if that added an entry.
 #[inline(always)]
-pub fn follow(sk: u64, followed: &Followed) {
-    if FOLLOW_RESPONSES.load() != 0 {
+pub fn follow(sk: u64, followed: &Followed) -> u16 {
+    if FOLLOW_RESPONSES.load() == 0 {
+        return 0;
+    }
+    if FOLLOWED.insert(&sk, followed, BPF_NOEXIST as u64).is_ok() {
+        PENDING_FOLLOWED_ADDED
+    } else {
+        // A connection closed before its first response left its entry at this address.
         let _ = FOLLOWED.insert(&sk, followed, 0);
+        tally(|t| t.followed_replaced += 1);
+        0
     }
 }

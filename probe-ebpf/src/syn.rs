@@ -18,12 +18,12 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{EventKind, FlowKey, STAGE_SYN, SynStamp};
+use probe_common::{EventKind, FlowKey, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
 
 use crate::{
     emit, failures,
     kernel::read,
-    maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced},
+    maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced, tally},
     packet::{Segment, parse_tcp, skb_netns},
     queues::sample_syn_queue,
 };
@@ -153,14 +153,19 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     };
     // Nearly every SYN is a first one, with no entry yet: one insert that fails if an entry
     // exists costs one map operation, where a lookup before it cost two.
-    if SYN_TIMES.insert(&key, &stamp, BPF_NOEXIST as u64).is_err() {
+    let mut pending = 0;
+    if SYN_TIMES.insert(&key, &stamp, BPF_NOEXIST as u64).is_ok() {
+        pending = PENDING_SYN_ADDED;
+    } else {
         // SAFETY: the entry's sequence is copied out at once. Map memory stays valid while the
         // program runs (RCU); another CPU replacing the entry meanwhile can only change the
         // value read, which is then as good as a lookup an instant later.
         let retry = unsafe { SYN_TIMES.get(&key) }
             .is_some_and(|earlier| earlier.sequence == stamp.sequence);
         if !retry {
+            // A new connection on the 4-tuple of one that never completed: replaced.
             let _ = SYN_TIMES.insert(&key, &stamp, 0);
+            tally(|t| t.syn_replaced += 1);
         }
     }
 
@@ -173,6 +178,7 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
         event.local_addr = segment.local_addr;
         event.remote_addr = segment.remote_addr;
         event.syn_ns = now;
+        event.pending = pending;
     });
     Ok(())
 }

@@ -306,16 +306,26 @@ pub fn parse_report(text: &str) -> Report {
         .unwrap_or_else(|e| panic!("the report does not deserialize ({e}):\n{text}"))
 }
 
-/// A fresh directory under the system's temporary directory.
+/// A fresh directory under this test process's own temporary directory, which is removed
+/// when the process exits (the test harness exits through `exit`, which runs `atexit`
+/// handlers), passed or failed.
 pub fn tempdir() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "synscope-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
+    static REMOVE_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_process_tempdir() {
+        let _ = std::fs::remove_dir_all(process_tempdir());
+    }
+    // SAFETY: registers a plain function that takes and returns nothing; called once.
+    REMOVE_AT_EXIT.call_once(|| unsafe {
+        libc::atexit(remove_process_tempdir);
+    });
+    let dir = process_tempdir().join(COUNTER.fetch_add(1, Ordering::SeqCst).to_string());
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+fn process_tempdir() -> PathBuf {
+    std::env::temp_dir().join(format!("synscope-test-{}", std::process::id()))
 }
 
 /// Shell-quotes and joins argv.

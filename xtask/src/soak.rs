@@ -368,6 +368,14 @@ fn check_figures(
         report["lost_events"].as_u64().unwrap_or(u64::MAX),
         0,
     );
+    // Every pending map held what the run left in it: nothing evicted to make room.
+    for map in ["syn_stamps", "queued_children", "followed"] {
+        expect(
+            &format!("entries evicted from the kernel's pending maps, {map}"),
+            report["pending_evicted"][map].as_u64().unwrap_or(u64::MAX),
+            0,
+        );
+    }
     let churned = done.churned.load(Ordering::Relaxed);
     let churn = listener(report, CHURN);
     for stage in ["syn_received", "handshakes", "accepted"] {

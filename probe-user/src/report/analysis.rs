@@ -229,6 +229,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
         duration_ms: run.duration_ms,
         lost_events: observed.lost_events,
         kernel_failures: observed.kernel_failures.clone(),
+        pending_evicted: None,
         listeners,
         namespaces: namespaces
             .into_iter()

@@ -33,6 +33,10 @@ pub struct Report {
     /// not sent. Non-zero means figures may be low; the text report warns.
     #[serde(default)]
     pub kernel_failures: BTreeMap<String, u64>,
+    /// Entries the kernel's maps of connections in progress lost to eviction over the run;
+    /// only in a run's final report (null in interval and live reports).
+    #[serde(default)]
+    pub pending_evicted: Option<PendingEvicted>,
     pub listeners: Vec<ListenerReport>,
     /// The namespaces of the reported listeners, with their own counters over the run.
     pub namespaces: Vec<NamespaceReport>,
@@ -90,6 +94,25 @@ pub struct ThresholdResult {
     /// Why it broke without a value (no traffic, not observable), or why it held without one;
     /// null otherwise.
     pub reason: Option<String>,
+}
+
+/// Entries evicted from the kernel programs' LRU maps of connections in progress, each of
+/// `capacity` entries, to make room for new ones. SYNs never answered (a flood, drops) and
+/// children never accepted are evicted by design; each eviction of a connection that went on
+/// leaves it without a figure: its handshake without the SYN time, its accept without the
+/// accept-queue wait, or its first request without the phases.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingEvicted {
+    pub capacity: u32,
+    pub syn_stamps: u64,
+    pub queued_children: u64,
+    pub followed: u64,
+}
+
+impl PendingEvicted {
+    pub fn total(&self) -> u64 {
+        self.syn_stamps + self.queued_children + self.followed
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{
-    LatencySummary, ListenerReport, Report, diagnosis,
+    LatencySummary, ListenerReport, PendingEvicted, Report, diagnosis,
     format::{
         accept_loop, human_ms, kernel_side, latency_cells, latency_rows, phases_note,
         shown_listeners, unaccepted, verdict,
@@ -49,6 +49,9 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
                 per_stage.join(", ")
             ),
         )?;
+    }
+    if let Some(evicted) = report.pending_evicted.as_ref().filter(|e| e.total() > 0) {
+        write_paragraph(out, "note: ", &evictions(evicted))?;
     }
     if report.listeners.is_empty() {
         writeln!(out, "\nNo connection reached a traced listener.")?;
@@ -172,6 +175,26 @@ fn write_wrapped(out: &mut dyn Write, prefix: &str, items: &[String]) -> anyhow:
     Ok(())
 }
 
+/// What the maps of connections in progress lost to eviction, and what that means.
+fn evictions(evicted: &PendingEvicted) -> String {
+    let parts: Vec<String> = [
+        (evicted.syn_stamps, "SYN times"),
+        (evicted.queued_children, "queued children"),
+        (evicted.followed, "followed connections"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    format!(
+        "the kernel's maps of connections in progress ({} entries each) were full and evicted {}: \
+         SYNs never answered (a flood) and children never accepted are the usual cause; a \
+         connection that went on lacks that stage's figure",
+        evicted.capacity,
+        parts.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +240,34 @@ mod tests {
         assert!(text.contains("port 10150 on"), "the busiest is shown");
         assert!(!text.contains("port 10299 on"), "the quietest is folded");
         assert!(text.contains("280 more listeners"), "{text}");
+    }
+
+    #[test]
+    fn evictions_are_noted_only_when_there_were_some() {
+        let text = |evicted: Option<PendingEvicted>| {
+            let mut report = sample::report();
+            report.pending_evicted = evicted;
+            let mut out = Vec::new();
+            write(&report, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let none = PendingEvicted {
+            capacity: 65_536,
+            ..Default::default()
+        };
+        assert!(!text(Some(none.clone())).contains("evicted"));
+        assert!(!text(None).contains("evicted"));
+        let flood = text(Some(PendingEvicted {
+            syn_stamps: 78_001,
+            followed: 3,
+            ..none
+        }));
+        let note = flood.replace("\n      ", " ");
+        assert!(
+            note.contains("(65536 entries each) were full and evicted 78001 SYN times, 3 followed connections:"),
+            "{flood}"
+        );
+        assert!(!note.contains("queued children:"), "{flood}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct TraceOptions {
 
 /// Attached kernel programs. Dropping it detaches them.
 pub struct Tracer {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     /// Failed kernel reads, per CPU, indexed by stage.
@@ -144,7 +144,7 @@ impl Tracer {
             &turned_off,
         )?;
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             queues,
             listen_overflow_reason,
             // SAFETY: the ring buffer owns its fd and keeps it open until the AsyncFd drops it.
@@ -211,6 +211,15 @@ impl Tracer {
             .get(&0, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
+    }
+
+    /// Entries the maps of connections in progress lost to eviction since the start.
+    /// `flow`: what every event drained so far said of those maps.
+    pub fn pending_evicted(
+        &self,
+        flow: &super::pending::PendingFlow,
+    ) -> anyhow::Result<crate::report::PendingEvicted> {
+        super::pending::evicted(&self.ebpf, flow)
     }
 
     /// Failed kernel reads per stage since the start, summed over CPUs.

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod hooks;
 pub mod loader;
+pub mod pending;
 pub mod session;
 pub mod signals;
 

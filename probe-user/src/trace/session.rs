@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     hooks::Stage,
     loader::{TraceOptions, Tracer},
+    pending::PendingFlow,
 };
 use crate::{
     host::{inventory, preflight},
@@ -56,6 +57,8 @@ pub struct Session {
     tap: Option<Box<dyn EventTap>>,
     /// Accepting processes whose cgroup was already read.
     processes_seen: std::collections::HashSet<u32>,
+    /// What the events said of the kernel's maps of connections in progress.
+    pending_flow: PendingFlow,
 }
 
 /// Sees every event the session takes from the kernel, in order, before the model does.
@@ -145,6 +148,7 @@ impl Session {
             requests_sender,
             tap: None,
             processes_seen: Default::default(),
+            pending_flow: PendingFlow::default(),
         };
         session.poll_kernel();
         Ok(session)
@@ -244,8 +248,10 @@ impl Session {
     fn drain(&mut self, limit: usize) -> bool {
         let recorder = &mut self.recorder;
         let seen = &self.processes_seen;
+        let pending_flow = &mut self.pending_flow;
         let mut new_acceptors = Vec::new();
         let mut take = |event: &ConnEvent| {
+            pending_flow.count(event.pending);
             if event.kind == probe_common::EventKind::Accept as u32 && !seen.contains(&event.pid) {
                 new_acceptors.push(event.pid);
             }
@@ -322,7 +328,10 @@ impl Session {
         if self.timeline.is_some() {
             self.next_second();
         }
-        self.report_so_far()
+        let mut report = self.report_so_far();
+        // Not worth failing a report for: left out if the maps cannot be read.
+        report.pending_evicted = self.tracer.pending_evicted(&self.pending_flow).ok();
+        report
     }
 
     /// The report of everything since the start, the timeline's seconds so far included; the
