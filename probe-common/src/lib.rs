@@ -285,7 +285,9 @@ pub struct Followed {
     pub read_ns: u64,
     pub pid: u32,
     pub local_port: u16,
-    pub _pad: u16,
+    /// The client's port: an entry left by a connection closed before its first response is
+    /// told apart from a later socket at the same address by it.
+    pub remote_port: u16,
     pub comm: [u8; 16],
 }
 
@@ -372,9 +374,10 @@ pub struct ChildStamps {
 /// Bits of `ConnEvent::pending`. The LRU maps of connections in progress (`SYN_TIMES`: a SYN's
 /// arrival until its handshake completes; `CHILDREN`: a child in an accept queue until
 /// accepted; `FOLLOWED`: an accepted connection until its first response) evict their oldest
-/// entries when full. Userspace counts from the events what was added and removed, adds the
-/// rare changes that send no event (`PendingTally`), and at the end of a run: added - removed -
-/// still present = evicted, which explains a figure missing a stage.
+/// entries when full. `*_ADDED`: the program put an entry, new or in place of a leftover (which
+/// `PendingTally` counts as removed). Userspace counts from the events what was added and
+/// removed, adds the rare removals that send no event, and at the end of a run: added -
+/// removed - still present = evicted, which explains a figure missing a stage.
 pub const PENDING_SYN_ADDED: u16 = 1;
 pub const PENDING_SYN_REMOVED: u16 = 1 << 1;
 pub const PENDING_CHILD_ADDED: u16 = 1 << 2;
@@ -382,8 +385,8 @@ pub const PENDING_CHILD_REMOVED: u16 = 1 << 3;
 pub const PENDING_FOLLOWED_ADDED: u16 = 1 << 4;
 pub const PENDING_FOLLOWED_REMOVED: u16 = 1 << 5;
 
-/// Changes to the maps of connections in progress that no event reports, per CPU: each
-/// replacement of a leftover entry counts as one removal and one addition.
+/// Removals from the maps of connections in progress that no event reports, per CPU: a
+/// leftover entry replaced (the event reports the addition) or found stale and removed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingTally {
@@ -395,6 +398,8 @@ pub struct PendingTally {
     pub children_stale_removed: u64,
     /// A connection at the address of one closed before its first response.
     pub followed_replaced: u64,
+    /// Such a leftover followed entry found by another socket at its address, and removed.
+    pub followed_stale_removed: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
@@ -408,7 +413,7 @@ const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
-const _: () = assert!(core::mem::size_of::<PendingTally>() == 32);
+const _: () = assert!(core::mem::size_of::<PendingTally>() == 40);
 
 #[cfg(feature = "user")]
 mod user {

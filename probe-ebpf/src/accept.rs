@@ -23,13 +23,16 @@ use aya_ebpf::{
 };
 use probe_common::{
     ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, KernelOffsets,
-    PENDING_CHILD_REMOVED, STAGE_ACCEPT, TCP_LISTEN, TCP_SYN_RECV,
+    PENDING_CHILD_REMOVED, PENDING_FOLLOWED_ADDED, STAGE_ACCEPT, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
     emit, failures,
     kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
-    maps::{CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, IO_URING, child_stamps, config, port_wanted},
+    maps::{
+        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, FOLLOW_RESPONSES, IO_URING, child_stamps, config,
+        port_wanted,
+    },
 };
 
 /// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
@@ -151,35 +154,32 @@ fn on_accepted_sock(
     let task = bpf_get_current_pid_tgid();
     let (pid, tid) = ((task >> 32) as u32, task as u32);
     let comm = bpf_get_current_comm().unwrap_or_default();
+    // One call of send_accept below, whichever way the stamps are found: each call is
+    // inlined with its own stack, and two overflowed 512 bytes on 5.10 and 6.1.
     let (stamps, removed) = match child_stamps(sk, child.remote_port) {
         Some(stamps) => (stamps, remove_child(sk)),
-        None => {
-            // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
-            if read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_SYN_RECV) {
-                let early = EarlyAccept {
-                    accepted_ns: now,
-                    pid,
-                    tid,
-                    comm,
-                };
-                let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
-                // The handshake may have completed on another CPU meanwhile, too late to see
-                // the entry: then whichever side removes the entry reports the accept.
-                if let Some(stamps) = child_stamps(sk, child.remote_port)
-                    && EARLY_ACCEPTS.remove(&sk).is_ok()
-                {
-                    let removed = remove_child(sk);
-                    send_accept(sk, &child, stamps, now, (pid, tid), comm, removed);
-                }
-                return Ok(());
-            }
-            // The handshake program records the child before the kernel stores ESTABLISHED:
-            // a child seen ESTABLISHED just after the first look has its entry by now.
+        // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
+        None if read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_SYN_RECV) => {
+            let early = EarlyAccept {
+                accepted_ns: now,
+                pid,
+                tid,
+                comm,
+            };
+            let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
+            // The handshake may have completed on another CPU meanwhile, too late to see the
+            // entry: then whichever side removes the entry reports the accept.
             match child_stamps(sk, child.remote_port) {
-                Some(stamps) => (stamps, remove_child(sk)),
-                None => (Default::default(), 0),
+                Some(stamps) if EARLY_ACCEPTS.remove(&sk).is_ok() => (stamps, remove_child(sk)),
+                _ => return Ok(()),
             }
         }
+        // The handshake program records the child before the kernel stores ESTABLISHED: a
+        // child seen ESTABLISHED just after the first look has its entry by now.
+        None => match child_stamps(sk, child.remote_port) {
+            Some(stamps) => (stamps, remove_child(sk)),
+            None => (Default::default(), 0),
+        },
     };
     send_accept(sk, &child, stamps, now, (pid, tid), comm, removed);
     Ok(())
@@ -207,21 +207,13 @@ pub fn send_accept(
     comm: [u8; 16],
     pending: u16,
 ) {
-    // Followed before the event is sent, which says so; the accept has not returned yet, so
-    // nothing can be sent on the connection meanwhile.
-    let followed = crate::phases::follow(
-        sk,
-        &Followed {
-            syn_ns: stamps.syn_ns,
-            established_ns: stamps.established_ns,
-            accepted_ns,
-            read_ns: 0,
-            pid,
-            local_port: child.local_port,
-            _pad: 0,
-            comm,
-        },
-    );
+    // Sent first, so that the followed entry is built after the event's values are no longer
+    // needed: the other order spills them and overflows the 512-byte stack on 5.10 and 6.1.
+    let followed = if FOLLOW_RESPONSES.load() != 0 {
+        PENDING_FOLLOWED_ADDED
+    } else {
+        0
+    };
     emit::send(|event| {
         event.kind = EventKind::Accept as u32;
         child.write_to(event);
@@ -233,6 +225,19 @@ pub fn send_accept(
         event.comm = comm;
         event.pending = pending | followed;
     });
+    crate::phases::follow(
+        sk,
+        &Followed {
+            syn_ns: stamps.syn_ns,
+            established_ns: stamps.established_ns,
+            accepted_ns,
+            read_ns: 0,
+            pid,
+            local_port: child.local_port,
+            remote_port: child.remote_port,
+            comm,
+        },
+    );
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.

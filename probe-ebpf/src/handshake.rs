@@ -175,6 +175,9 @@ fn on_established(sk: u64) -> Result<(), i32> {
         local_addr: child.local_addr,
         remote_addr: child.remote_addr,
     };
+    // Read before any map changes, so that a failed read cannot leave one unreported (see
+    // below for why the socket matters).
+    let unaccepted = read::<u64>(sk, config.offsets.sk_socket)? == 0;
     let mut pending = 0;
     // SAFETY: the timestamp is copied out at once. Map memory stays valid while the program
     // runs (RCU); another CPU replacing the entry meanwhile can only change the value read.
@@ -200,21 +203,19 @@ fn on_established(sk: u64) -> Result<(), i32> {
     // child has its socket already (accept grafts it before the accept program runs, under the
     // child's lock, which this state change holds): the usual child, without one, skips that
     // lookup and looks once, after recording itself, for an accept that came meanwhile.
-    if read::<u64>(sk, config.offsets.sk_socket)? == 0 {
-        if CHILDREN.insert(&sk, &stamps, BPF_NOEXIST as u64).is_ok() {
-            pending |= PENDING_CHILD_ADDED;
-        } else {
+    if unaccepted {
+        pending |= PENDING_CHILD_ADDED;
+        if CHILDREN.insert(&sk, &stamps, BPF_NOEXIST as u64).is_err() {
             // A child freed in its queue left its entry at this address: replaced.
             let _ = CHILDREN.insert(&sk, &stamps, 0);
             tally(|t| t.children_replaced += 1);
         }
-        if report_early_accept(&child, sk, stamps, now) && CHILDREN.remove(&sk).is_ok() {
-            pending |= PENDING_CHILD_REMOVED;
-        }
-    } else {
-        // (A TCP Fast Open child can be accepted before its handshake completes, through
-        // accept(2): then there is no accept to wait for, and an entry would only linger.)
-        report_early_accept(&child, sk, stamps, now);
+    }
+    // (A TCP Fast Open child can be accepted before its handshake completes, through
+    // accept(2): then there is no accept to wait for, and an entry would only linger.) One
+    // call, inlined once: two overflowed the 512-byte stack on 5.10 and 6.1.
+    if report_early_accept(&child, sk, stamps, now) && unaccepted && CHILDREN.remove(&sk).is_ok() {
+        pending |= PENDING_CHILD_REMOVED;
     }
 
     emit::send(|event| {

@@ -15,9 +15,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{
-    EventKind, Followed, PENDING_FOLLOWED_ADDED, PENDING_FOLLOWED_REMOVED, STAGE_PHASES,
-};
+use probe_common::{EventKind, Followed, PENDING_FOLLOWED_REMOVED, STAGE_PHASES};
 
 use crate::{
     emit, failures,
@@ -122,15 +120,23 @@ fn on_send(sk: u64) -> Result<(), i32> {
     let Some(&followed) = (unsafe { FOLLOWED.get(&sk) }) else {
         return Ok(());
     };
-    if FOLLOWED.remove(&sk).is_err() {
-        return Ok(());
-    }
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let config = config();
     let Some(mut endpoints) = sock_endpoints(&config.offsets, sk)? else {
         return Ok(());
     };
+    // Read before the removal, so that a failed read leaves the entry rather than removing it
+    // unreported.
+    if FOLLOWED.remove(&sk).is_err() {
+        return Ok(());
+    }
+    if endpoints.remote_port != followed.remote_port {
+        // A connection closed before its first response left this entry, and another socket
+        // now sends from its address: not the followed connection.
+        tally(|t| t.followed_stale_removed += 1);
+        return Ok(());
+    }
     endpoints.local_port = followed.local_port;
     emit::send(|event| {
         event.kind = EventKind::FirstResponse as u32;
@@ -147,19 +153,13 @@ fn on_send(sk: u64) -> Result<(), i32> {
     Ok(())
 }
 
-/// Follows `sk`, just accepted, until its first response (when the phases are traced):
-/// `PENDING_FOLLOWED_ADDED` if that added an entry.
+/// Follows `sk`, just accepted, until its first response (when the phases are traced; its
+/// Accept event says so with `PENDING_FOLLOWED_ADDED`).
 #[inline(always)]
-pub fn follow(sk: u64, followed: &Followed) -> u16 {
-    if FOLLOW_RESPONSES.load() == 0 {
-        return 0;
-    }
-    if FOLLOWED.insert(&sk, followed, BPF_NOEXIST as u64).is_ok() {
-        PENDING_FOLLOWED_ADDED
-    } else {
+pub fn follow(sk: u64, followed: &Followed) {
+    if FOLLOW_RESPONSES.load() != 0 && FOLLOWED.insert(&sk, followed, BPF_NOEXIST as u64).is_err() {
         // A connection closed before its first response left its entry at this address.
         let _ = FOLLOWED.insert(&sk, followed, 0);
         tally(|t| t.followed_replaced += 1);
-        0
     }
 }

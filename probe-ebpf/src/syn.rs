@@ -153,16 +153,16 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     };
     // Nearly every SYN is a first one, with no entry yet: one insert that fails if an entry
     // exists costs one map operation, where a lookup before it cost two.
-    let mut pending = 0;
-    if SYN_TIMES.insert(&key, &stamp, BPF_NOEXIST as u64).is_ok() {
-        pending = PENDING_SYN_ADDED;
-    } else {
+    let mut pending = PENDING_SYN_ADDED;
+    if SYN_TIMES.insert(&key, &stamp, BPF_NOEXIST as u64).is_err() {
         // SAFETY: the entry's sequence is copied out at once. Map memory stays valid while the
         // program runs (RCU); another CPU replacing the entry meanwhile can only change the
         // value read, which is then as good as a lookup an instant later.
         let retry = unsafe { SYN_TIMES.get(&key) }
             .is_some_and(|earlier| earlier.sequence == stamp.sequence);
-        if !retry {
+        if retry {
+            pending = 0;
+        } else {
             // A new connection on the 4-tuple of one that never completed: replaced.
             let _ = SYN_TIMES.insert(&key, &stamp, 0);
             tally(|t| t.syn_replaced += 1);

@@ -171,24 +171,29 @@ fn a_syn_flood_is_counted_exactly_and_shows_the_syn_queue_full() {
     assert_eq!(flooded.handshakes, 0, "{flooded:#?}");
     // The flood's SYNs never complete: beyond what the SYN-time map holds, they are evicted
     // (the 20 connections after it completed and took theirs out). Nothing else was.
-    let evicted = traced
-        .report
-        .pending_evicted
-        .clone()
-        .expect("a run's report counts evictions");
-    println!("evicted from the pending maps: {evicted:?}");
-    let capacity = u64::from(evicted.capacity);
-    assert!(
-        evicted.syn_stamps <= flooded.syn_received
-            && evicted.syn_stamps + capacity + 20 >= flooded.syn_received,
-        "{} SYNs counted, {evicted:?}",
-        flooded.syn_received
-    );
-    assert_eq!(
-        (evicted.queued_children, evicted.followed),
-        (0, 0),
-        "{evicted:?}"
-    );
+    match traced.report.pending_evicted.clone() {
+        Some(evicted) => {
+            println!("evicted from the pending maps: {evicted:?}");
+            let capacity = u64::from(evicted.capacity);
+            assert!(
+                evicted.syn_stamps <= flooded.syn_received
+                    && evicted.syn_stamps + capacity + 20 >= flooded.syn_received,
+                "{} SYNs counted, {evicted:?}",
+                flooded.syn_received
+            );
+            assert_eq!(
+                (evicted.queued_children, evicted.followed),
+                (0, 0),
+                "{evicted:?}"
+            );
+        }
+        // Counted from the events: unknown when some were lost or left unsent.
+        None => assert!(
+            traced.report.lost_events > 0
+                || traced.report.kernel_failures.values().sum::<u64>() > 0,
+            "no eviction count"
+        ),
+    }
 
     let after = traced.listener(&calm, AFTER);
     for (stage, count) in stage_counts(after) {

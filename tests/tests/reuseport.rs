@@ -35,9 +35,9 @@ fn a_neglected_member_drops_while_the_other_has_room() {
         (5..=6).contains(&dropping[0].accept_queue_max),
         "{listener:#?}"
     );
-    // The served member never came near its backlog of 1024, even when its one accepting
-    // thread lags (under emulation it has held a few).
-    assert!(roomy[0].accept_queue_max < 64, "{listener:#?}");
+    // The served member's queue stays nearly empty: its one thread accepts as they come
+    // (lagging by one under emulation at most).
+    assert!(roomy[0].accept_queue_max <= 2, "{listener:#?}");
     let imbalance = listener
         .reuseport_imbalance
         .as_deref()

@@ -34,7 +34,8 @@ pub struct Report {
     #[serde(default)]
     pub kernel_failures: BTreeMap<String, u64>,
     /// Entries the kernel's maps of connections in progress lost to eviction over the run;
-    /// only in a run's final report (null in interval and live reports).
+    /// only in a run's final report without lost events or failed kernel reads (null
+    /// otherwise: it is counted from the events).
     #[serde(default)]
     pub pending_evicted: Option<PendingEvicted>,
     pub listeners: Vec<ListenerReport>,

@@ -4,7 +4,7 @@
 //! full, adding an entry evicts the least recently used. That is by design for SYNs never
 //! answered (a flood) and children never accepted, but it also leaves a connection that went on
 //! without a stage's figure. The events say what their programs added and removed (`PENDING_*`
-//! bits), the programs count the rare changes that send no event (`PENDING_TALLY`), and what
+//! bits), the programs count the rare removals that send no event (`PENDING_TALLY`), and what
 //! was added, not removed and is no longer there was evicted. Counting in the events costs the
 //! kernel programs nothing per connection; a count in a map would cost a lookup each time.
 
@@ -40,14 +40,8 @@ impl AddedRemoved {
         self.removed += u64::from(bits & removed != 0);
     }
 
-    /// A leftover entry replaced: one removed, one added.
-    fn replaced(&mut self, times: u64) {
-        self.added += times;
-        self.removed += times;
-    }
-
-    /// Added - removed - present. An entry changing between the events' drain and the count,
-    /// while the programs still run, can make it one or two off; never below 0.
+    /// Added - removed - present; never below 0. The programs still run while the entries are
+    /// counted, so under load it is approximate.
     fn evicted(&self, present: u64) -> u64 {
         self.added
             .saturating_sub(self.removed)
@@ -70,10 +64,10 @@ impl PendingFlow {
 
     fn with_tally(&self, tally: &PendingTally) -> Self {
         let mut flow = self.clone();
-        flow.syn.replaced(tally.syn_replaced);
-        flow.children.replaced(tally.children_replaced);
-        flow.children.removed += tally.children_stale_removed;
-        flow.followed.replaced(tally.followed_replaced);
+        // The events count each replacement as an addition; the leftover it replaced is gone.
+        flow.syn.removed += tally.syn_replaced;
+        flow.children.removed += tally.children_replaced + tally.children_stale_removed;
+        flow.followed.removed += tally.followed_replaced + tally.followed_stale_removed;
         flow
     }
 
@@ -99,6 +93,7 @@ pub fn evicted(ebpf: &Ebpf, flow: &PendingFlow) -> anyhow::Result<PendingEvicted
         sum.children_replaced += cpu.children_replaced;
         sum.children_stale_removed += cpu.children_stale_removed;
         sum.followed_replaced += cpu.followed_replaced;
+        sum.followed_stale_removed += cpu.followed_stale_removed;
     }
     let present = [
         entries::<FlowKey, SynStamp>(ebpf, "SYN_TIMES")?,
@@ -113,9 +108,19 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
         .ok_or_else(|| anyhow::anyhow!("the kernel programs have no {name} map"))
 }
 
+/// The map's entries, at most its capacity: the programs still run, and a key removed under
+/// the walk sends it back to the first bucket, where it counts some entries again.
 fn entries<K: Pod, V: Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<u64> {
     let map: HashMap<&MapData, K, V> = HashMap::try_from(map(ebpf, name)?)?;
-    Ok(map.keys().filter(Result::is_ok).count() as u64)
+    let mut count = 0u64;
+    for key in map.keys() {
+        key?;
+        count += 1;
+        if count == u64::from(PENDING_ENTRIES) {
+            break;
+        }
+    }
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -140,7 +145,8 @@ mod tests {
             flow.count(PENDING_FOLLOWED_REMOVED);
         }
         flow.count(0);
-        // 2 children replaced a leftover entry, and 3 leftovers were found and removed.
+        // 2 of the 50 children took the place of a leftover entry, and 3 leftovers were found
+        // and removed.
         let tally = PendingTally {
             children_replaced: 2,
             children_stale_removed: 3,
@@ -153,8 +159,8 @@ mod tests {
                 evicted.queued_children,
                 evicted.followed
             ),
-            // 40 stamps left, 30 there; 52 - 45 = 7 children left, 4 there; 10 left, 10 there.
-            (10, 3, 0)
+            // 40 stamps left, 30 there; 50 - 45 = 5 children left, 4 there; 10 left, 10 there.
+            (10, 1, 0)
         );
         // Removals counted after the entries were: not below 0.
         assert_eq!(flow.evicted([50, 50, 50]).syn_stamps, 0);

@@ -329,8 +329,12 @@ impl Session {
             self.next_second();
         }
         let mut report = self.report_so_far();
-        // Not worth failing a report for: left out if the maps cannot be read.
-        report.pending_evicted = self.tracer.pending_evicted(&self.pending_flow).ok();
+        // Counted from the events: unknown when some were lost or left unsent by a failed
+        // read; and not worth failing a report for when the maps cannot be read.
+        let failures: u64 = report.kernel_failures.values().sum();
+        if report.lost_events == 0 && failures == 0 {
+            report.pending_evicted = self.tracer.pending_evicted(&self.pending_flow).ok();
+        }
         report
     }
 
