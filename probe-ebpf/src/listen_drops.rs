@@ -203,6 +203,12 @@ fn take_snapshot(slot: &mut ListenSnapshot, sk: u64) -> Result<(), i32> {
 }
 
 /// Reports which counters the packet moved, if any; `at` flags the ACK handlers.
+///
+/// The moved bits are gathered in the slot, in map memory, not in a register: a register
+/// would hold a known constant on each path through the loop, and the verifier would check
+/// `report` once per combination of counters (64 of them). That made each program that calls
+/// this take over a second to load on a 5.10 kernel under emulation; the verifier knows
+/// nothing of a value read back from a map, so it checks `report` once.
 #[inline(always)]
 fn compare(at: u32) {
     let Some(slot) = LISTEN_SNAPSHOT.get_ptr_mut(0) else {
@@ -210,27 +216,40 @@ fn compare(at: u32) {
     };
     // SAFETY: the lookup returned a valid pointer to this CPU's slot, which only these programs
     // on this CPU touch, and they do not nest (see the module's docs).
-    let taken: ListenSnapshot = unsafe { core::mem::take(&mut *slot) };
-    if taken.listener == 0 {
+    let slot = unsafe { &mut *slot };
+    let listener = slot.listener;
+    if listener == 0 {
         return;
     }
+    slot.listener = 0;
+    set_moved(slot, 0);
     let indices = LISTEN_COUNTERS.load().indices;
-    let mut moved = 0u32;
-    // A counter that cannot be read counts as unmoved: an event may be missing, so counted.
-    let mut failed = 0i32;
-    for (bit, (index, before)) in indices.iter().zip(taken.values).enumerate() {
-        match read_counter(taken.block, *index) {
-            Ok(after) if after != before => moved |= 1 << bit,
+    for (bit, (index, before)) in indices.iter().zip(slot.values).enumerate() {
+        match read_counter(slot.block, *index) {
+            Ok(after) if after != before => set_moved(slot, moved(slot) | 1 << bit),
             Ok(_) => {}
-            Err(error) => failed = error,
+            // A counter that cannot be read counts as unmoved: an event may be missing, so
+            // the failure is counted.
+            Err(error) => failures::count(STAGE_LISTEN_DROPS, Err::<(), i32>(error)),
         }
     }
-    if failed != 0 {
-        failures::count(STAGE_LISTEN_DROPS, Err::<(), i32>(failed));
-    }
+    let moved = moved(slot) as u32;
     if moved != 0 {
-        failures::count(STAGE_LISTEN_DROPS, report(taken.listener, moved | at));
+        failures::count(STAGE_LISTEN_DROPS, report(listener, moved | at));
     }
+}
+
+/// Volatile, so that the compiler keeps the bits in the map's memory (see `compare`).
+#[inline(always)]
+fn set_moved(slot: &mut ListenSnapshot, bits: u64) {
+    // SAFETY: a reference is valid for writes.
+    unsafe { core::ptr::write_volatile(&mut slot.moved, bits) }
+}
+
+#[inline(always)]
+fn moved(slot: &ListenSnapshot) -> u64 {
+    // SAFETY: a reference is valid for reads.
+    unsafe { core::ptr::read_volatile(&slot.moved) }
 }
 
 #[inline(always)]

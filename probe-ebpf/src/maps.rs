@@ -187,6 +187,8 @@ pub struct ListenSnapshot {
     /// This CPU's `linux_mib` block of the listener's namespace.
     pub block: u64,
     pub values: [u64; COUNTED_MIBS],
+    /// The counters the packet moved, one bit each, filled in after it was handled.
+    pub moved: u64,
 }
 
 #[map]

@@ -52,6 +52,12 @@ pub fn synscope_bin() -> PathBuf {
     workspace.join("target/debug/synscope")
 }
 
+/// How long before its handshake stamp a connection may already be in the accept queue, in
+/// ms: the kernel queues a child, then moves it to ESTABLISHED, where the handshake is
+/// stamped; a server that polls in between sees it and starts its accept delay before the
+/// stamp. Microseconds natively, a fraction of a millisecond on a kernel under emulation.
+pub const QUEUED_BEFORE_STAMP_MS: f64 = 1.0;
+
 /// The prefix of the SYN-stage hook the report must name: the backend forced through
 /// `SYNSCOPE_HOOKS` (as the kernel matrix does), or this machine's tracepoints.
 pub fn expected_syn_hook() -> &'static str {

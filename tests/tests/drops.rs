@@ -50,19 +50,31 @@ fn drops(traced: &Traced, netns: &Netns, port: u16, field: fn(&Drops) -> Option<
         .unwrap_or_else(|| panic!("a drops figure of port {port} is null in {listener:#?}"))
 }
 
-/// A server that accepts nothing for the whole run.
-fn stuck_server(port: u16, backlog: u32, duration_ms: u32) -> String {
+/// A server that accepts nothing until the script kills it (`$servers`): the scripts close
+/// the servers at a point relative to their clients, which a fixed lifetime cannot promise on
+/// a slow machine (its clients may start after it is gone).
+fn stuck_server(port: u16, backlog: u32) -> String {
     format!(
         "{SCENARIO} serve --listen 127.0.0.1:{port} --backlog {backlog} --accept-after-ms 60000 \
-         --duration-ms {duration_ms} &"
+         --duration-ms 60000 & servers=\"$servers $!\""
     )
 }
 
+/// Clients that hold each connection `hold_ms` (`$clients`).
 fn clients(port: u16, count: u32, hold_ms: u32, timeout_ms: u32) -> String {
     format!(
         "{SCENARIO} connect --to 127.0.0.1:{port} --connections {count} --hold-ms {hold_ms} \
-         --timeout-ms {timeout_ms} &"
+         --timeout-ms {timeout_ms} & clients=\"$clients $!\""
     )
+}
+
+/// The end of a script: the servers close once their clients are done.
+const CLOSE_SERVERS_AFTER_CLIENTS: &str = "wait $clients; kill $servers; wait";
+
+/// The end of a script whose clients hold on until the servers are gone: `after_s` after the
+/// clients started, the servers close.
+fn close_servers_before_clients(after_s: f64) -> String {
+    format!("sleep {after_s}; kill $servers; wait")
 }
 
 #[test]
@@ -72,12 +84,12 @@ fn accept_queue_overflow_at_syn_time_on_two_ports() {
     // Backlog 2: the accept queue holds 3; the other clients' SYNs find it full. Clients give
     // up before their first SYN retry, so each sends one SYN.
     let script = [
-        stuck_server(7601, 2, 1500),
-        stuck_server(7602, 2, 1500),
+        stuck_server(7601, 2),
+        stuck_server(7602, 2),
         wait_for_listeners(&[7601, 7602]),
         clients(7601, 8, 1000, 500),
         clients(7602, 15, 1000, 500),
-        "wait".into(),
+        CLOSE_SERVERS_AFTER_CLIENTS.into(),
     ]
     .join("\n");
     let (traced, deltas) =
@@ -112,8 +124,8 @@ fn accept_queue_overflow_at_syn_time_on_two_ports() {
 fn final_ack_overflow_script() -> String {
     let (drop_acks, stop_dropping) = final_ack_drop(&[7611, 7612]);
     [
-        stuck_server(7611, 5, 2500),
-        stuck_server(7612, 5, 2500),
+        stuck_server(7611, 5),
+        stuck_server(7612, 5),
         wait_for_listeners(&[7611, 7612]),
         drop_acks,
         clients(7611, 3, 2000, 1000),
@@ -123,7 +135,7 @@ fn final_ack_overflow_script() -> String {
         // Backlog 5: six completed handshakes fill the accept queue.
         clients(7611, 6, 1800, 1000),
         clients(7612, 6, 1800, 1000),
-        "wait".into(),
+        CLOSE_SERVERS_AFTER_CLIENTS.into(),
     ]
     .join("\n")
 }
@@ -239,13 +251,13 @@ fn syn_queue_full_with_syncookies_off() {
     // would otherwise complete the handshakes and overflow the accept queue.
     let (drop_acks, _) = final_ack_drop(&[7621, 7622]);
     let script = [
-        stuck_server(7621, 4, 2000),
-        stuck_server(7622, 4, 2000),
+        stuck_server(7621, 4),
+        stuck_server(7622, 4),
         wait_for_listeners(&[7621, 7622]),
         drop_acks,
         clients(7621, 10, 2500, 1500),
         clients(7622, 7, 2500, 1500),
-        "wait".into(),
+        close_servers_before_clients(1.5),
     ]
     .join("\n");
     let (traced, deltas) =
@@ -295,16 +307,19 @@ fn both_kinds_of_syn_time_drop_told_apart_per_port() {
     let netns = Netns::new("bothdrops");
     netns_sysctl(&netns, "net.ipv4.tcp_syncookies", "0");
     // 7641: handshakes complete and are never accepted, so later SYNs find the accept queue
-    // full. 7642: final ACKs never arrive, so later SYNs find the SYN queue full.
+    // full. 7642: final ACKs never arrive, so later SYNs find the SYN queue full; its clients
+    // hold on until the servers are gone, since their FINs would complete the handshakes, and
+    // the SYN queue may hold more than the accept queue takes (SYNs handled at once on
+    // several CPUs pass its fullness check).
     let (drop_acks, _) = final_ack_drop(&[7642]);
     let script = [
-        stuck_server(7641, 2, 1500),
-        stuck_server(7642, 4, 1500),
+        stuck_server(7641, 2),
+        stuck_server(7642, 4),
         wait_for_listeners(&[7641, 7642]),
         drop_acks,
         clients(7641, 8, 1000, 500),
-        clients(7642, 10, 1000, 500),
-        "wait".into(),
+        clients(7642, 10, 2500, 500),
+        close_servers_before_clients(1.5),
     ]
     .join("\n");
     let (traced, deltas) = trace_with_counters(
@@ -352,13 +367,13 @@ fn syncookies_per_port_when_syn_queues_fill() {
     // later SYN is answered with a cookie.
     let (drop_acks, _) = final_ack_drop(&[7651, 7652]);
     let script = [
-        stuck_server(7651, 4, 1500),
-        stuck_server(7652, 4, 1500),
+        stuck_server(7651, 4),
+        stuck_server(7652, 4),
         wait_for_listeners(&[7651, 7652]),
         drop_acks,
         clients(7651, 12, 1000, 500),
         clients(7652, 7, 1000, 500),
-        "wait".into(),
+        CLOSE_SERVERS_AFTER_CLIENTS.into(),
     ]
     .join("\n");
     // A gate on the figure: where the kernel cannot observe it, it holds only because that is

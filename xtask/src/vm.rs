@@ -232,8 +232,9 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
-/// Test binaries of views (the CI gate, report formats, live views): the same on every kernel.
-const VIEW_TESTS: [&str; 11] = [
+/// Test binaries of views (the CI gate, report formats, live views, the command line): the
+/// same on every kernel.
+const VIEW_TESTS: [&str; 12] = [
     "deploy",
     "dist",
     "faults",
@@ -245,6 +246,7 @@ const VIEW_TESTS: [&str; 11] = [
     "serve",
     "top",
     "trace",
+    "usage",
 ];
 
 fn is_view_test(path: &Path) -> bool {

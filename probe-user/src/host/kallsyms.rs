@@ -6,10 +6,27 @@ use anyhow::{Context as _, anyhow, bail};
 const HIDDEN: &str = "/proc/kallsyms hides kernel addresses: synscope needs CAP_SYSLOG to see \
                       them, and kernel.kptr_restrict below 2 (which hides them from root too)";
 
-/// `[start, end)` of the text symbol `name`: from its address to the next symbol's.
-pub fn function_range(name: &str) -> anyhow::Result<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
-    function_range_in(&text, name)
+/// The kernel's symbol table, read once for all the lookups of a start: the kernel formats
+/// it line by line on each read, which takes half a second on a kernel under emulation.
+pub struct Kallsyms(String);
+
+impl Kallsyms {
+    pub fn read() -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+        Ok(Self(text))
+    }
+
+    /// `[start, end)` of the text symbol `name`: from its address to the next symbol's.
+    pub fn function_range(&self, name: &str) -> anyhow::Result<(u64, u64)> {
+        function_range_in(&self.0, name)
+    }
+
+    /// Address of the kernel data symbol `name` (listed only on kernels built with
+    /// CONFIG_KALLSYMS_ALL, as distributions build them).
+    pub fn data_address(&self, name: &str) -> anyhow::Result<u64> {
+        data_address_in(&self.0, name)
+    }
 }
 
 fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
@@ -42,13 +59,6 @@ fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
         .min()
         .ok_or_else(|| anyhow!("no symbol after {name} in /proc/kallsyms"))?;
     Ok((start, end))
-}
-
-/// Address of the kernel data symbol `name` (listed only on kernels built with
-/// CONFIG_KALLSYMS_ALL, as distributions build them).
-pub fn data_address(name: &str) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
-    data_address_in(&text, name)
 }
 
 fn data_address_in(kallsyms: &str, name: &str) -> anyhow::Result<u64> {

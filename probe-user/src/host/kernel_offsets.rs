@@ -6,7 +6,7 @@ use probe_common::{
     ListenCounters,
 };
 
-use super::{btf::Btf, kallsyms};
+use super::{btf::Btf, kallsyms::Kallsyms};
 
 /// Resolves every offset in [`KernelOffsets`]; fails naming the first member this kernel lacks.
 pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
@@ -52,9 +52,9 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
 
 /// Where the namespace's listen counters live on this kernel: the per-CPU offset table, the
 /// counter block in `struct net`, and each counter's index (they move between versions).
-pub fn listen_counters(btf: &Btf) -> anyhow::Result<ListenCounters> {
+pub fn listen_counters(btf: &Btf, symbols: &Kallsyms) -> anyhow::Result<ListenCounters> {
     Ok(ListenCounters {
-        per_cpu_offsets: kallsyms::data_address("__per_cpu_offset")?,
+        per_cpu_offsets: symbols.data_address("__per_cpu_offset")?,
         ..listen_counter_layout(btf)?
     })
 }

@@ -11,7 +11,7 @@ use probe_common::{ConnEvent, ListenCounters, ListenerKey, ProbeConfig, QueueDep
 use tokio::io::unix::AsyncFd;
 
 use super::hooks;
-use crate::host::{btf, kallsyms, kernel_offsets, preflight};
+use crate::host::{btf, kallsyms::Kallsyms, kernel_offsets, preflight};
 
 /// The compiled kernel programs, built by build.rs.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
@@ -54,16 +54,18 @@ impl Tracer {
         let kernel_btf = btf::Btf::from_kernel()?;
         let offsets = kernel_offsets::resolve(&kernel_btf)
             .context("this kernel's structures are not the ones synscope knows")?;
-        let (syn_consumer_start, syn_consumer_end) = kallsyms::function_range(SYN_CONSUMER)?;
+        let symbols = Kallsyms::read()?;
+        let (syn_consumer_start, syn_consumer_end) = symbols.function_range(SYN_CONSUMER)?;
         let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf);
         // Without them the listen_drops stage is left out, and drops come from the counters.
-        let (listen_counters, unavailable) = match kernel_offsets::listen_counters(&kernel_btf) {
-            Ok(counters) => (counters, Vec::new()),
-            Err(e) => (
-                ListenCounters::default(),
-                vec![(hooks::Stage::ListenDrops, format!("{e:#}"))],
-            ),
-        };
+        let (listen_counters, unavailable) =
+            match kernel_offsets::listen_counters(&kernel_btf, &symbols) {
+                Ok(counters) => (counters, Vec::new()),
+                Err(e) => (
+                    ListenCounters::default(),
+                    vec![(hooks::Stage::ListenDrops, format!("{e:#}"))],
+                ),
+            };
         // Without them io_uring accepts are not observable through tracepoints.
         let (io_uring, unavailable_extras) = match kernel_offsets::io_uring(&kernel_btf) {
             Ok(offsets) => (offsets, Vec::new()),
