@@ -211,13 +211,6 @@ fn on_established(sk: u64) -> Result<(), i32> {
             tally(|t| t.children_replaced += 1);
         }
     }
-    // (A TCP Fast Open child can be accepted before its handshake completes, through
-    // accept(2): then there is no accept to wait for, and an entry would only linger.) One
-    // call, inlined once: two overflowed the 512-byte stack on 5.10 and 6.1.
-    if report_early_accept(&child, sk, stamps, now) && unaccepted && CHILDREN.remove(&sk).is_ok() {
-        pending |= PENDING_CHILD_REMOVED;
-    }
-
     emit::send(|event| {
         event.kind = EventKind::Handshake as u32;
         child.write_to(event);
@@ -225,6 +218,11 @@ fn on_established(sk: u64) -> Result<(), i32> {
         event.established_ns = now;
         event.pending = pending;
     });
+    // (A TCP Fast Open child can be accepted before its handshake completes, through
+    // accept(2).) Reported after the handshake, so that a connection's events come in the
+    // order of its stages: readers take a handshake after its accept for a child still
+    // waiting. One call, inlined once: two overflowed the 512-byte stack on 5.10 and 6.1.
+    report_early_accept(&child, sk, stamps, now, unaccepted);
     Ok(())
 }
 
@@ -273,18 +271,30 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
 }
 
 /// Reports the accept of `sk` if accept() returned it before this handshake completed and no
-/// other program has reported it; true if this call did.
+/// other program has reported it. `recorded`: the child recorded itself in CHILDREN above.
 #[inline(always)]
-fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now: u64) -> bool {
+fn report_early_accept(
+    child: &SockEndpoints,
+    sk: u64,
+    stamps: ChildStamps,
+    now: u64,
+    recorded: bool,
+) {
     // SAFETY: the entry is copied out at once. Map memory stays valid while the program runs
     // (RCU); whether this copy gets reported is decided by the removal below, which succeeds for
     // one program only.
     let Some(&early) = (unsafe { EARLY_ACCEPTS.get(&sk) }) else {
-        return false;
+        return;
     };
     if EARLY_ACCEPTS.remove(&sk).is_err() {
-        return false;
+        return;
     }
+    // There is no accept left to wait for: the entry would only linger.
+    let pending = if recorded && CHILDREN.remove(&sk).is_ok() {
+        PENDING_CHILD_REMOVED
+    } else {
+        0
+    };
     send_accept(
         sk,
         child,
@@ -292,7 +302,6 @@ fn report_early_accept(child: &SockEndpoints, sk: u64, stamps: ChildStamps, now:
         now.max(early.accepted_ns),
         (early.pid, early.tid),
         early.comm,
-        0,
+        pending,
     );
-    true
 }

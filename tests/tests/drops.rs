@@ -41,10 +41,23 @@ fn trace_with_counters_and(
 /// test if the figure is null.
 fn drops(traced: &Traced, netns: &Netns, port: u16, field: fn(&Drops) -> Option<u64>) -> u64 {
     let listener = traced.listener(netns, port);
+    // On failure: the namespace's own counts, and every listener's, which the attribution
+    // compares.
+    let namespace = traced
+        .report
+        .namespaces
+        .iter()
+        .find(|n| n.netns == netns.inode);
+    let per_listener: Vec<(u16, &Drops)> = traced
+        .report
+        .listeners
+        .iter()
+        .filter(|l| l.netns == netns.inode)
+        .map(|l| (l.port, &l.drops))
+        .collect();
     assert_eq!(
         listener.drops.attribution, "exact",
-        "drops {:#?} of {listener:#?}",
-        listener.drops
+        "port {port}: namespace {namespace:#?}, listeners' drops {per_listener:#?}"
     );
     field(&listener.drops)
         .unwrap_or_else(|| panic!("a drops figure of port {port} is null in {listener:#?}"))
@@ -68,6 +81,14 @@ fn clients(port: u16, count: u32, hold_ms: u32, timeout_ms: u32) -> String {
     )
 }
 
+/// A shell command that waits (up to 20 s) until the accept queue of `port` holds `children`.
+fn wait_for_queue(port: u16, children: u32) -> String {
+    format!(
+        "for i in $(seq 400); do [ \"$(ss -Hltn 'sport = :{port}' | awk '{{print $2}}')\" = \
+         {children} ] && break; sleep 0.05; done"
+    )
+}
+
 /// The end of a script: the servers close once their clients are done.
 const CLOSE_SERVERS_AFTER_CLIENTS: &str = "wait $clients; kill $servers; wait";
 
@@ -81,14 +102,20 @@ fn close_servers_before_clients(after_s: f64) -> String {
 fn accept_queue_overflow_at_syn_time_on_two_ports() {
     require_root();
     let netns = Netns::new("overflow");
-    // Backlog 2: the accept queue holds 3; the other clients' SYNs find it full. Clients give
-    // up before their first SYN retry, so each sends one SYN.
+    // Backlog 2: the accept queue holds 3. Three clients fill it first, so that every later
+    // SYN finds it full: a SYN let in while the queue had room, whose final ACK then found it
+    // full, would be a final-ACK overflow, which the listener's own counter counts twice. The
+    // later clients give up before their first SYN retry, so each sends one SYN.
     let script = [
         stuck_server(7601, 2),
         stuck_server(7602, 2),
         wait_for_listeners(&[7601, 7602]),
-        clients(7601, 8, 1000, 500),
-        clients(7602, 15, 1000, 500),
+        clients(7601, 3, 1500, 500),
+        clients(7602, 3, 1500, 500),
+        wait_for_queue(7601, 3),
+        wait_for_queue(7602, 3),
+        clients(7601, 5, 1000, 500),
+        clients(7602, 12, 1000, 500),
         CLOSE_SERVERS_AFTER_CLIENTS.into(),
     ]
     .join("\n");

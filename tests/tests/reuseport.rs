@@ -43,10 +43,16 @@ fn a_neglected_member_drops_while_the_other_has_room() {
         .as_deref()
         .expect("an imbalance");
     assert!(imbalance.contains("SO_REUSEPORT"), "{imbalance}");
-    // Its drops are the listener's: the socket's counter and the namespace's agree.
-    assert_eq!(
-        listener.drops.listen_drops,
-        Some(dropping[0].drops),
+    // Its drops are the listener's: the socket's counter and the namespace's agree, but for
+    // final-ACK overflows (a SYN let in while its queue had room, whose final ACK then found
+    // it full, as concurrent handshakes allow), which the socket's counter counts twice: once
+    // as a listen drop, once as the discarded ACK.
+    let listen_drops = listener
+        .drops
+        .listen_drops
+        .unwrap_or_else(|| panic!("no listen drops in {listener:#?}"));
+    assert!(
+        (listen_drops..=listen_drops + 2).contains(&dropping[0].drops),
         "{listener:#?}"
     );
     // One process, one thread accepted everything the first member got, one at a time as

@@ -9,7 +9,7 @@
 //!
 //! `scenario serve --listen ADDR --backlog N --accept-after-ms T --duration-ms D`: a server
 //! alone, that accepts nothing for T ms (its queues fill), then accepts whatever comes, and
-//! closes after D ms.
+//! closes after D ms. `--fastopen 1`: the listener takes TCP Fast Open.
 //!
 //! `scenario request --listen ADDR --connections N --request-delay-ms R --handler-ms H`: a
 //! server and its clients, one connection at a time: the server accepts at once, reads the
@@ -26,7 +26,8 @@
 //!
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
-//! by design (a full queue): it prints how many connected and exits 0.
+//! by design (a full queue): it prints how many connected and exits 0. `--fastopen 1`: each
+//! client sends a byte in its SYN.
 
 use std::{
     io::Read as _,
@@ -146,6 +147,9 @@ fn listener(addr: SocketAddr, backlog: i32) -> anyhow::Result<TcpListener> {
 fn serve_alone(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {
     let addr: SocketAddr = flag(flags, "listen", None)?;
     let listener = listener(addr, flag(flags, "backlog", Some(128))?)?;
+    if flag::<u8>(flags, "fastopen", Some(0))? != 0 {
+        enable_fastopen(&listener)?;
+    }
     let accept_after = Duration::from_millis(flag(flags, "accept-after-ms", Some(0))?);
     let deadline =
         std::time::Instant::now() + Duration::from_millis(flag(flags, "duration-ms", None)?);
@@ -273,10 +277,15 @@ fn connect_alone(flags: &std::collections::HashMap<String, String>) -> anyhow::R
     let connections: usize = flag(flags, "connections", None)?;
     let hold = Duration::from_millis(flag(flags, "hold-ms", Some(0))?);
     let timeout = Duration::from_millis(flag(flags, "timeout-ms", Some(3000))?);
+    let fastopen = flag::<u8>(flags, "fastopen", Some(0))? != 0;
     let clients: Vec<_> = (0..connections)
         .map(|_| {
             thread::spawn(move || {
-                let stream = TcpStream::connect_timeout(&target, timeout).ok()?;
+                let stream = if fastopen {
+                    connect_fastopen(target).ok()?
+                } else {
+                    TcpStream::connect_timeout(&target, timeout).ok()?
+                };
                 thread::sleep(hold);
                 Some(stream)
             })
