@@ -175,6 +175,11 @@ impl KernelView {
         self.sockets_of(key).filter_map(|s| s.addr).collect()
     }
 
+    /// The namespaces seen, by inode.
+    pub fn namespaces(&self) -> impl Iterator<Item = u32> + '_ {
+        self.namespaces.keys().copied()
+    }
+
     /// Listeners of `netns` that were seen, by port.
     pub fn listeners_in(&self, netns: u32) -> BTreeSet<ListenerKey> {
         self.sockets

@@ -71,14 +71,24 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
     let aggregator = &observed.aggregator;
     let view = &observed.kernel_view;
     let visibility = &observed.visibility;
+    let traced = |port: u16| run.ports.is_empty() || run.ports.contains(&port);
     let reported: Vec<(ListenerKey, &ListenerStats)> = aggregator
         .listeners
         .iter()
         .filter(|(key, stats)| stats.has_traffic() || view.listen_drops(**key).unwrap_or(0) > 0)
-        .filter(|(key, _)| run.ports.is_empty() || run.ports.contains(&key.port))
+        .filter(|(key, _)| traced(key.port))
         .map(|(key, stats)| (*key, stats))
         .collect();
-    let namespaces: BTreeSet<u32> = reported.iter().map(|(key, _)| key.netns).collect();
+    let mut namespaces: BTreeSet<u32> = reported.iter().map(|(key, _)| key.netns).collect();
+    // A namespace's counters can move in a span that holds none of its listeners' events:
+    // the kernel counts a handshake a moment before its event is read, so a span's boundary
+    // can fall between the two. Its counters are reported all the same, so that spans add up.
+    namespaces.extend(view.namespaces().filter(|&netns| {
+        let counted = view
+            .counter_deltas(netns)
+            .is_some_and(|deltas| deltas.values().any(|&delta| delta > 0));
+        counted && view.listeners_in(netns).iter().any(|key| traced(key.port))
+    }));
 
     // Drops are attributed per namespace, over all its listeners, traced or not.
     let mut drops = BTreeMap::new();
@@ -432,6 +442,28 @@ mod tests {
         assert_eq!(drops.listen_drops, Some(5));
         assert_eq!(drops.attribution, crate::model::drops::EXACT);
         assert_eq!(report.namespaces[0].counters["ListenOverflows"], 5);
+    }
+
+    #[test]
+    fn counters_that_moved_without_events_still_report_their_namespace() {
+        // The first handshake of a span counted by the kernel just before the boundary, its
+        // event read just after: the span holds no event of the port, only the counter.
+        let mut observed = Observations::new(tracepoints());
+        observed.observe(poll(&[("PassiveOpens", 4)], &[(80, 0)]));
+        observed.observe(poll(&[("PassiveOpens", 5)], &[(80, 0)]));
+        let report = analyze(&observed, &run());
+        assert!(report.listeners.is_empty());
+        assert_eq!(report.namespaces[0].counters["PassiveOpens"], 1);
+        // Not when the namespace's listeners are not traced, nor when nothing moved.
+        let other_port = RunInfo {
+            ports: vec![81],
+            ..run()
+        };
+        assert!(analyze(&observed, &other_port).namespaces.is_empty());
+        let mut quiet = Observations::new(tracepoints());
+        quiet.observe(poll(&[("PassiveOpens", 5)], &[(80, 0)]));
+        quiet.observe(poll(&[("PassiveOpens", 5)], &[(80, 0)]));
+        assert!(analyze(&quiet, &run()).namespaces.is_empty());
     }
 
     #[test]
