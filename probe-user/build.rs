@@ -6,7 +6,11 @@
 //! With `SYNSCOPE_SKIP_EBPF=1` an empty object is written instead, so `cargo check`, clippy and
 //! the unit tests work on machines without bpf-linker; such a binary refuses to trace.
 
-use std::{env, fs, path::PathBuf, process::Command};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, anyhow, bail};
 
@@ -33,8 +37,11 @@ fn main() -> anyhow::Result<()> {
         _ => "bpfel-unknown-none",
     };
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("no target arch")?;
-    // A target directory of its own: the outer cargo holds the workspace's lock.
-    let target_dir = out_dir.join("ebpf-target");
+    // A target directory of its own (the outer cargo holds the workspace's lock), shared by
+    // the builds of one profile: clippy's and the unit tests' builds each run this script
+    // with an OUT_DIR of their own, and each would otherwise compile the programs (and core)
+    // again, 45 s on two cores.
+    let target_dir = shared_target_dir(&out_dir).unwrap_or_else(|| out_dir.join("ebpf-target"));
     let output = Command::new("rustup")
         .args([
             "run",
@@ -82,4 +89,10 @@ fn main() -> anyhow::Result<()> {
     fs::copy(&built, &object)
         .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
     Ok(())
+}
+
+/// `<target>/<profile>/ebpf-programs`, from OUT_DIR `<target>/<profile>/build/<unit>/out`.
+fn shared_target_dir(out_dir: &Path) -> Option<PathBuf> {
+    let build = out_dir.ancestors().nth(2)?;
+    (build.file_name()? == "build").then(|| build.parent().map(|p| p.join("ebpf-programs")))?
 }

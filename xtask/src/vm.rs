@@ -12,6 +12,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -68,6 +69,9 @@ pub struct Selection {
     /// Only test binaries whose name contains this.
     #[arg(long)]
     test: Option<String>,
+    /// How many VMs run at the same time (one per two cores unless told).
+    #[arg(long)]
+    vms_at_once: Option<usize>,
 }
 
 impl Default for Selection {
@@ -76,6 +80,7 @@ impl Default for Selection {
             kernel: None,
             backends: BACKENDS.to_owned(),
             test: None,
+            vms_at_once: None,
         }
     }
 }
@@ -144,81 +149,74 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
         payload.push(which(tool)?);
     }
 
-    // The host kernel's cells run natively: its image is not at hand to boot.
-    let mut failed = false;
-    let mut tally = Tally::default();
-    let mut figures = Figures::default();
-    if selection.kernel.as_deref().is_none_or(|k| k == "host") && !views.is_empty() {
-        failed |= view_tests(&synscope, &views, &mut tally)?;
+    let packages: Vec<&KernelPackage> = KERNELS
+        .iter()
+        .filter(|p| {
+            selection
+                .kernel
+                .as_ref()
+                .is_none_or(|k| p.pattern.contains(k.as_str()))
+        })
+        .collect();
+    let mut vms = Vec::new();
+    for package in packages {
+        let kernel = fetch_kernel(&work, package)?;
+        let initrd = build_initramfs(&work, &kernel, &payload, &tests)?;
+        vms.push((kernel, initrd));
     }
-    if selection.kernel.as_deref().is_none_or(|k| k == "host") {
-        failed |= host_cells(
+
+    // This kernel's cells run natively, first and alone: their timings are the exact ones
+    // (views assert on latencies that a busy machine would stretch). Its image is not at hand
+    // to boot.
+    let mut matrix = Matrix::default();
+    let host = selection.kernel.as_deref().is_none_or(|k| k == "host");
+    if host && !views.is_empty() {
+        matrix.failed |= view_tests(&synscope, &views, &mut matrix.tally)?;
+    }
+    if host {
+        matrix.failed |= host_cells(
             &work,
             &synscope,
             &tests,
             &selection.backends,
-            &mut figures,
-            &mut tally,
+            &mut matrix.figures,
+            &mut matrix.tally,
         )?;
     }
-    let packages = KERNELS.iter().filter(|p| {
-        selection
-            .kernel
-            .as_ref()
-            .is_none_or(|k| p.pattern.contains(k.as_str()))
-    });
-    for package in packages {
-        let kernel = fetch_kernel(&work, package)?;
-        let initrd = build_initramfs(&work, &kernel, &payload, &tests)?;
-        let backends = selection.backends.split(',').count() as u32;
-        let limit = CELL_LIMIT * backends + VM_OVERHEAD;
-        let vm_started = Instant::now();
-        let mut verdicts = 0;
-        let finished = boot(
-            &kernel.vmlinuz,
-            &initrd,
-            &synscope,
-            &selection.backends,
-            limit,
-            |line| {
-                if let Some(recorded) = line.strip_prefix("VMFIG ") {
-                    // release backend name value tolerance
-                    let mut fields = recorded.splitn(3, ' ');
-                    if let (Some(release), Some(backend), Some(rest)) =
-                        (fields.next(), fields.next(), fields.next())
-                    {
-                        figures.add(release, backend, rest);
+
+    // Each VM has two processors: VMs run side by side where each can have two cores of its
+    // own. Sharing cores stretches the scenarios' timings past what they allow (three VMs on
+    // two cores doubled every cell's time and failed timing assertions).
+    let matrix = Mutex::new(matrix);
+    let queue = Mutex::new(vms.iter());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let at_once = selection.vms_at_once.unwrap_or(cores / 2).max(1);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..at_once.min(vms.len()))
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let next = queue.lock().expect("the VM queue").next();
+                        let Some((kernel, initrd)) = next else {
+                            return Ok(());
+                        };
+                        run_vm(kernel, initrd, &synscope, &selection.backends, &matrix)?;
                     }
-                } else if let Some(verdict) = line.strip_prefix("VMTEST ") {
-                    println!("{verdict}");
-                    verdicts += 1;
-                    tally.add(verdict);
-                    // Debian's 5.10, 6.1 and 6.12 allow every backend: one refused there (a
-                    // program the verifier rejects, say) is a failure, not a gap.
-                    failed |= !verdict.contains(" PASS ");
-                } else {
-                    println!("  {line}");
-                }
-            },
-        )?;
-        if !finished {
-            println!(
-                "{} did not finish within {} s: the cells above are all that ran",
-                kernel.release,
-                limit.as_secs()
-            );
-            failed = true;
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow!("a VM's thread panicked"))??;
         }
-        if verdicts == 0 {
-            println!("{}: no result from the VM", kernel.release);
-            failed = true;
-        }
-        println!(
-            "{}: VM done in {} s",
-            kernel.release,
-            vm_started.elapsed().as_secs()
-        );
-    }
+        Ok(())
+    })?;
+    let Matrix {
+        mut failed,
+        tally,
+        figures,
+    } = matrix.into_inner().expect("the matrix");
     failed |= !figures.compare();
     println!(
         "kernel matrix: {} scenarios passed, {} failed, in {} s",
@@ -230,6 +228,79 @@ pub fn run(root: &Path, selection: &Selection) -> anyhow::Result<Tally> {
         bail!("the kernel matrix has failures");
     }
     Ok(tally)
+}
+
+/// What the cells that ran found: the native cells', then the VMs' as their threads report.
+#[derive(Default)]
+struct Matrix {
+    failed: bool,
+    tally: Tally,
+    figures: Figures,
+}
+
+/// The kernel's version, to tell VMs' lines apart: "5.10" of "5.10.0-43-cloud-amd64".
+fn short_release(release: &str) -> &str {
+    let mut dots = release.match_indices('.').map(|(at, _)| at);
+    match (dots.next(), dots.next()) {
+        (Some(_), Some(second)) => &release[..second],
+        _ => release,
+    }
+}
+
+/// Boots one kernel's VM, which runs every selected backend's cell, and adds its verdicts and
+/// figures to `matrix`; its lines are printed as they come, marked with the kernel's version.
+fn run_vm(
+    kernel: &Kernel,
+    initrd: &Path,
+    synscope: &Path,
+    backends: &str,
+    matrix: &Mutex<Matrix>,
+) -> anyhow::Result<()> {
+    let cells = backends.split(',').count() as u32;
+    let limit = CELL_LIMIT * cells + VM_OVERHEAD;
+    let version = short_release(&kernel.release);
+    let vm_started = Instant::now();
+    let mut verdicts = 0;
+    let finished = boot(&kernel.vmlinuz, initrd, synscope, backends, limit, |line| {
+        let mut matrix = matrix.lock().expect("the matrix");
+        if let Some(recorded) = line.strip_prefix("VMFIG ") {
+            // release backend name value tolerance
+            let mut fields = recorded.splitn(3, ' ');
+            if let (Some(release), Some(backend), Some(rest)) =
+                (fields.next(), fields.next(), fields.next())
+            {
+                matrix.figures.add(release, backend, rest);
+            }
+        } else if let Some(verdict) = line.strip_prefix("VMTEST ") {
+            println!("{verdict}");
+            verdicts += 1;
+            matrix.tally.add(verdict);
+            // Debian's 5.10, 6.1 and 6.12 allow every backend: one refused there (a program
+            // the verifier rejects, say) is a failure, not a gap.
+            matrix.failed |= !verdict.contains(" PASS ");
+        } else {
+            println!("  [{version}] {line}");
+        }
+    })?;
+    let mut matrix = matrix.lock().expect("the matrix");
+    if !finished {
+        println!(
+            "{} did not finish within {} s: the cells above are all that ran",
+            kernel.release,
+            limit.as_secs()
+        );
+        matrix.failed = true;
+    }
+    if verdicts == 0 {
+        println!("{}: no result from the VM", kernel.release);
+        matrix.failed = true;
+    }
+    println!(
+        "{}: VM done in {} s",
+        kernel.release,
+        vm_started.elapsed().as_secs()
+    );
+    Ok(())
 }
 
 /// Test binaries of views (the CI gate, report formats, live views, the command line): the
@@ -827,7 +898,14 @@ fn which(tool: &str) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::Tally;
+    use super::{Tally, short_release};
+
+    #[test]
+    fn vms_lines_are_marked_with_the_kernels_version() {
+        assert_eq!(short_release("5.10.0-43-cloud-amd64"), "5.10");
+        assert_eq!(short_release("6.12.118+deb12-cloud-amd64"), "6.12");
+        assert_eq!(short_release("7"), "7");
+    }
 
     #[test]
     fn view_tests_are_told_by_name() {

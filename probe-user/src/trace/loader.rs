@@ -40,6 +40,13 @@ pub struct Tracer {
     /// The drop reason of a final ACK that found the accept queue full (6.15+).
     pub listen_overflow_reason: Option<u32>,
     pub hooks: Vec<hooks::StageHook>,
+    links: hooks::Links,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.links.detach_all(&mut self.ebpf);
+    }
 }
 
 impl Tracer {
@@ -137,9 +144,11 @@ impl Tracer {
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
         )?;
         // Attach last: maps and filters are in place before the first event.
+        let mut links = hooks::Links::default();
         let hooks = hooks::attach_plan(
             &mut ebpf,
             &aya_btf,
+            &mut links,
             options.hooks,
             &unavailable,
             &unavailable_extras,
@@ -155,6 +164,7 @@ impl Tracer {
             lost,
             failures,
             hooks,
+            links,
         })
     }
 

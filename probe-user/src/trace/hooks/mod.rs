@@ -12,8 +12,11 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
 
+mod links;
 mod plan;
 
+use links::LinkId;
+pub use links::Links;
 pub use plan::PLAN;
 
 /// A stage of the passive open that synscope measures.
@@ -200,6 +203,7 @@ impl fmt::Display for StageHook {
 pub fn attach_plan(
     ebpf: &mut Ebpf,
     btf: &Btf,
+    links: &mut Links,
     choice: HookChoice,
     unavailable: &[(Stage, String)],
     unavailable_extras: &[(&str, String)],
@@ -232,7 +236,7 @@ pub fn attach_plan(
             .filter(|_| skipped.is_empty())
             .collect();
         for candidate in eligible {
-            match attach_candidate(ebpf, btf, candidate) {
+            match attach_candidate(ebpf, btf, links, candidate) {
                 // The hooks work but what the programs need is missing: said only then, since
                 // where no hook attaches that is the more telling reason.
                 Ok(()) if missing.is_some() => {
@@ -249,7 +253,7 @@ pub fn attach_plan(
                         let not_here = unavailable_extras.iter().find(|(l, _)| *l == extra.label);
                         match not_here {
                             Some((_, why)) => missed = Some((extra.label, why.clone())),
-                            None => match attach_program(ebpf, btf, &extra.program) {
+                            None => match attach_program(ebpf, btf, links, &extra.program) {
                                 Ok(()) => label = format!("{label}+{}", extra.label),
                                 Err(e) => missed = Some((extra.label, short_reason(&e))),
                             },
@@ -295,9 +299,14 @@ pub fn attach_plan(
     Ok(hooks)
 }
 
-fn attach_candidate(ebpf: &mut Ebpf, btf: &Btf, candidate: &Candidate) -> Result<(), String> {
+fn attach_candidate(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    links: &mut Links,
+    candidate: &Candidate,
+) -> Result<(), String> {
     for spec in candidate.programs {
-        if let Err(e) = attach_program(ebpf, btf, spec) {
+        if let Err(e) = attach_program(ebpf, btf, links, spec) {
             // A half-attached candidate would count alongside the one that replaces it.
             for attached in candidate.programs {
                 unload_program(ebpf, attached);
@@ -322,20 +331,25 @@ fn unload_program(ebpf: &mut Ebpf, spec: &ProgramSpec) {
     };
 }
 
-fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> anyhow::Result<()> {
+fn attach_program(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    links: &mut Links,
+    spec: &ProgramSpec,
+) -> anyhow::Result<()> {
     let program = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| anyhow!("program {} missing from the eBPF object", spec.program))?;
-    match spec.attach {
+    let link = match spec.attach {
         Attach::FEntry { function } => {
             let program: &mut FEntry = program.try_into()?;
             program.load(function, btf)?;
-            program.attach()?;
+            LinkId::FEntry(program.attach()?)
         }
         Attach::FExit { function } => {
             let program: &mut FExit = program.try_into()?;
             program.load(function, btf)?;
-            program.attach()?;
+            LinkId::FExit(program.attach()?)
         }
         Attach::KProbe { function } => {
             let program: &mut KProbe = program.try_into()?;
@@ -343,19 +357,20 @@ fn attach_program(ebpf: &mut Ebpf, btf: &Btf, spec: &ProgramSpec) -> anyhow::Res
             if program.fd().is_err() {
                 program.load()?;
             }
-            program.attach(function, 0)?;
+            LinkId::KProbe(program.attach(function, 0)?)
         }
         Attach::BtfTracePoint { event } => {
             let program: &mut BtfTracePoint = program.try_into()?;
             program.load(event, btf)?;
-            program.attach()?;
+            LinkId::BtfTracePoint(program.attach()?)
         }
         Attach::TracePoint { category, name } => {
             let program: &mut TracePoint = program.try_into()?;
             program.load()?;
-            program.attach(category, name)?;
+            LinkId::TracePoint(program.attach(category, name)?)
         }
-    }
+    };
+    links.add(spec.program, link);
     Ok(())
 }
 
