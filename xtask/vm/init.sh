@@ -53,7 +53,10 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
     grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
-    grep -A200 "panicked at" /tmp/log | head -240 | sed "s|^|VMLOG   |"
+    # Without the histograms' spectra (lines of only numbers and brackets), a failed test's
+    # whole report fits.
+    grep -A600 "panicked at" /tmp/log | grep -vE '^[[:space:]]*[][0-9.,]*[[:space:]]*$' \
+      | head -240 | sed "s|^|VMLOG   |"
   done
   [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
