@@ -94,5 +94,8 @@ fn main() -> anyhow::Result<()> {
 /// `<target>/<profile>/ebpf-programs`, from OUT_DIR `<target>/<profile>/build/<unit>/out`.
 fn shared_target_dir(out_dir: &Path) -> Option<PathBuf> {
     let build = out_dir.ancestors().nth(2)?;
-    (build.file_name()? == "build").then(|| build.parent().map(|p| p.join("ebpf-programs")))?
+    if build.file_name()? != "build" {
+        return None;
+    }
+    Some(build.parent()?.join("ebpf-programs"))
 }
