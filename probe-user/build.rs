@@ -38,10 +38,12 @@ fn main() -> anyhow::Result<()> {
     };
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("no target arch")?;
     // A target directory of its own (the outer cargo holds the workspace's lock), shared by
-    // the builds of one profile: clippy's and the unit tests' builds each run this script
-    // with an OUT_DIR of their own, and each would otherwise compile the programs (and core)
-    // again, 45 s on two cores.
-    let target_dir = shared_target_dir(&out_dir).unwrap_or_else(|| out_dir.join("ebpf-target"));
+    // every build of this workspace for one architecture: clippy's, the tests' and the static
+    // release binary's builds each run this script with an OUT_DIR of their own, and the
+    // programs do not depend on the outer profile or target, only on the architecture. Each
+    // would otherwise compile the programs (and core) again, 45 s on two cores.
+    let target_dir =
+        shared_target_dir(&out_dir, &arch).unwrap_or_else(|| out_dir.join("ebpf-target"));
     let output = Command::new("rustup")
         .args([
             "run",
@@ -91,11 +93,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `<target>/<profile>/ebpf-programs`, from OUT_DIR `<target>/<profile>/build/<unit>/out`.
-fn shared_target_dir(out_dir: &Path) -> Option<PathBuf> {
+/// `<target>/ebpf-programs/<arch>`, where `<target>` is the outer build's target directory:
+/// OUT_DIR is `<target>/<profile>/build/<unit>/out`, or `<target>/<triple>/<profile>/...` in a
+/// build with `--target`.
+fn shared_target_dir(out_dir: &Path, arch: &str) -> Option<PathBuf> {
     let build = out_dir.ancestors().nth(2)?;
     if build.file_name()? != "build" {
         return None;
     }
-    Some(build.parent()?.join("ebpf-programs"))
+    let above_profile = build.parent()?.parent()?;
+    let triple = env::var_os("TARGET")?;
+    let target = if above_profile.file_name()? == triple {
+        above_profile.parent()?
+    } else {
+        above_profile
+    };
+    Some(target.join("ebpf-programs").join(arch))
 }

@@ -53,10 +53,13 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
     f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
     grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
-    # Without the histograms' spectra (lines of only numbers and brackets), a failed test's
-    # whole report fits.
-    grep -A600 "panicked at" /tmp/log | grep -vE '^[[:space:]]*[][0-9.,]*[[:space:]]*$' \
-      | head -240 | sed "s|^|VMLOG   |"
+    # Without the histograms' spectra (a `spectrum: [` block, one number per line), a failed
+    # test's whole report fits; every other line, numbers included, stays.
+    grep -A600 "panicked at" /tmp/log | awk '
+      skip { match($0, /^ */); if (RLENGTH == indent && $0 ~ /^ *\],?$/) skip = 0; next }
+      /spectrum: \[$/ { match($0, /^ */); indent = RLENGTH; skip = 1
+                         print substr($0, 1, indent) "spectrum: [...],"; next }
+      { print }' | head -240 | sed "s|^|VMLOG   |"
   done
   [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL

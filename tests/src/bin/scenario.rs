@@ -27,7 +27,8 @@
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
 //! by design (a full queue): it prints how many connected and exits 0. `--fastopen 1`: each
-//! client sends a byte in its SYN.
+//! client sends a byte in its SYN. `--reset 1`: each client closes with a reset (SO_LINGER 0)
+//! instead of a FIN, which ends the connection with one packet, never retransmitted.
 
 use std::{
     io::Read as _,
@@ -278,6 +279,7 @@ fn connect_alone(flags: &std::collections::HashMap<String, String>) -> anyhow::R
     let hold = Duration::from_millis(flag(flags, "hold-ms", Some(0))?);
     let timeout = Duration::from_millis(flag(flags, "timeout-ms", Some(3000))?);
     let fastopen = flag::<u8>(flags, "fastopen", Some(0))? != 0;
+    let reset = flag::<u8>(flags, "reset", Some(0))? != 0;
     let clients: Vec<_> = (0..connections)
         .map(|_| {
             thread::spawn(move || {
@@ -286,6 +288,11 @@ fn connect_alone(flags: &std::collections::HashMap<String, String>) -> anyhow::R
                 } else {
                     TcpStream::connect_timeout(&target, timeout).ok()?
                 };
+                if reset {
+                    socket2::SockRef::from(&stream)
+                        .set_linger(Some(Duration::ZERO))
+                        .ok()?;
+                }
                 thread::sleep(hold);
                 Some(stream)
             })
