@@ -29,51 +29,74 @@ impl Kallsyms {
     }
 }
 
-fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
-    let mut addresses: Vec<u64> = Vec::new();
-    let mut start = None;
-    for line in kallsyms.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(address), Some(kind), Some(symbol)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if !matches!(kind, "t" | "T") {
-            continue;
-        }
-        let address = u64::from_str_radix(address, 16).context("bad address in /proc/kallsyms")?;
-        if symbol == name && fields.next().is_none() {
-            start = Some(address);
-        }
-        addresses.push(address);
+/// One line of /proc/kallsyms, `ADDRESS KIND NAME[\tMODULE]`, split without a general-purpose
+/// tokenizer: the file has over a hundred thousand lines, read at every start.
+struct Line<'a> {
+    address: &'a str,
+    kind: u8,
+    /// The name, and the module's after a tab for a module's symbol.
+    rest: &'a str,
+}
+
+impl<'a> Line<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let (address, rest) = line.split_once(' ')?;
+        let (kind, rest) = rest.split_at_checked(1)?;
+        Some(Self {
+            address,
+            kind: kind.as_bytes()[0],
+            rest: rest.strip_prefix(' ')?,
+        })
     }
-    let start =
-        start.ok_or_else(|| anyhow!("kernel function {name} not found in /proc/kallsyms"))?;
+
+    fn is_text(&self) -> bool {
+        matches!(self.kind, b't' | b'T')
+    }
+
+    fn is_data(&self) -> bool {
+        matches!(self.kind, b'd' | b'D' | b'b' | b'B' | b'r' | b'R')
+    }
+
+    /// Whether this is the core kernel's (not a module's) symbol `name`.
+    fn names(&self, name: &str) -> bool {
+        self.rest == name
+    }
+
+    fn address(&self) -> anyhow::Result<u64> {
+        u64::from_str_radix(self.address, 16).context("bad address in /proc/kallsyms")
+    }
+}
+
+fn lines(kallsyms: &str) -> impl Iterator<Item = Line<'_>> {
+    kallsyms.lines().filter_map(Line::parse)
+}
+
+fn function_range_in(kallsyms: &str, name: &str) -> anyhow::Result<(u64, u64)> {
+    let mut text = lines(kallsyms).filter(Line::is_text);
+    let start = text
+        .find(|line| line.names(name))
+        .ok_or_else(|| anyhow!("kernel function {name} not found in /proc/kallsyms"))?
+        .address()?;
     if start == 0 {
         bail!(HIDDEN);
     }
-    let end = addresses
-        .into_iter()
-        .filter(|&a| a > start)
-        .min()
-        .ok_or_else(|| anyhow!("no symbol after {name} in /proc/kallsyms"))?;
+    // The core kernel's symbols are listed sorted by address, and whatever follows them
+    // (modules, BPF programs, trampolines) lies above the kernel's text: the end is the next
+    // text symbol listed at a higher address (aliases share the start).
+    let end = text
+        .map(|line| line.address())
+        .find(|address| address.as_ref().map_or(true, |&a| a > start))
+        .ok_or_else(|| anyhow!("no symbol after {name} in /proc/kallsyms"))??;
     Ok((start, end))
 }
 
 fn data_address_in(kallsyms: &str, name: &str) -> anyhow::Result<u64> {
-    let address = kallsyms
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (address, kind, symbol) = (fields.next()?, fields.next()?, fields.next()?);
-            let data = matches!(kind, "d" | "D" | "b" | "B" | "r" | "R");
-            (data && symbol == name && fields.next().is_none()).then_some(address)
-        })
+    let address = lines(kallsyms)
+        .find(|line| line.is_data() && line.names(name))
         .ok_or_else(|| {
             anyhow!("/proc/kallsyms has no {name} (kernel built without CONFIG_KALLSYMS_ALL)")
-        })?;
-    let address = u64::from_str_radix(address, 16).context("bad address in /proc/kallsyms")?;
+        })?
+        .address()?;
     if address == 0 {
         bail!(HIDDEN);
     }

@@ -58,10 +58,28 @@ impl Tracer {
                 "this synscope was built with SYNSCOPE_SKIP_EBPF=1 and holds no kernel programs; rebuild it without"
             );
         }
-        let kernel_btf = btf::Btf::from_kernel()?;
+        // The kernel formats /proc/kallsyms as it is read, the largest part of a start under
+        // emulation: read on another CPU while the BTF is parsed, twice (synscope's own
+        // reader for the offsets, aya's for the loader).
+        let (kernel_btf, aya_btf, symbols) = std::thread::scope(|scope| {
+            let symbols = scope.spawn(Kallsyms::read);
+            let aya_btf = scope.spawn(aya::Btf::from_sys_fs);
+            let kernel_btf = btf::Btf::from_kernel();
+            let symbols = symbols
+                .join()
+                .map_err(|_| anyhow!("reading /proc/kallsyms failed"))
+                .and_then(|read| read);
+            let aya_btf = aya_btf
+                .join()
+                .map_err(|_| anyhow!("parsing the kernel's BTF failed"))
+                .and_then(|parsed| parsed.context("cannot read the kernel's BTF"));
+            (kernel_btf, aya_btf, symbols)
+        });
+        let kernel_btf = kernel_btf?;
         let offsets = kernel_offsets::resolve(&kernel_btf)
             .context("this kernel's structures are not the ones synscope knows")?;
-        let symbols = Kallsyms::read()?;
+        let symbols = symbols?;
+        let aya_btf = aya_btf?;
         let (syn_consumer_start, syn_consumer_end) = symbols.function_range(SYN_CONSUMER)?;
         let listen_overflow_reason = kernel_offsets::listen_overflow_reason(&kernel_btf);
         // Without them the listen_drops stage is left out, and drops come from the counters.
@@ -99,7 +117,6 @@ impl Tracer {
         // on old kernels and is refused without CAP_SYS_RESOURCE, so a failure is not fatal.
         preflight::raise_memlock_limit();
 
-        let aya_btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
         let mut ebpf = EbpfLoader::new()
             .btf(&aya_btf)
             .override_global("CONFIG", &config, true)

@@ -9,11 +9,12 @@ use std::fmt;
 use anyhow::anyhow;
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, TracePoint},
 };
 
 mod links;
 mod plan;
+mod preload;
 
 use links::LinkId;
 pub use links::Links;
@@ -209,6 +210,14 @@ pub fn attach_plan(
     unavailable_extras: &[(&str, String)],
     turned_off: &[(Stage, String)],
 ) -> anyhow::Result<Vec<StageHook>> {
+    let forced = choice.kind();
+    let work = PLAN
+        .iter()
+        .filter(|(stage, _)| !turned_off.iter().any(|(s, _)| s == stage))
+        .map(|&(_, candidates)| eligible(candidates, forced))
+        .collect();
+    let skip_extras: Vec<&str> = unavailable_extras.iter().map(|(label, _)| *label).collect();
+    let mut load_failures = preload::preload(ebpf, btf, work, &skip_extras);
     let mut hooks = Vec::new();
     for &(stage, candidates) in PLAN {
         if let Some((_, why)) = turned_off.iter().find(|(s, _)| *s == stage) {
@@ -220,7 +229,6 @@ pub fn attach_plan(
             });
             continue;
         }
-        let forced = choice.kind();
         let offered = forced.is_some_and(|kind| candidates.iter().any(|c| c.kind == kind));
         let mut skipped = Vec::new();
         let mut active = None;
@@ -230,13 +238,8 @@ pub fn attach_plan(
             let kind = format!("{kind:?}").to_lowercase();
             skipped.push(("--hooks", format!("no {kind} hook observes this stage")));
         }
-        let eligible: Vec<&Candidate> = candidates
-            .iter()
-            .filter(|c| forced.is_none_or(|kind| c.kind == kind))
-            .filter(|_| skipped.is_empty())
-            .collect();
-        for candidate in eligible {
-            match attach_candidate(ebpf, btf, links, candidate) {
+        for candidate in eligible(candidates, forced) {
+            match attach_candidate(ebpf, btf, links, &mut load_failures, candidate) {
                 // The hooks work but what the programs need is missing: said only then, since
                 // where no hook attaches that is the more telling reason.
                 Ok(()) if missing.is_some() => {
@@ -253,7 +256,13 @@ pub fn attach_plan(
                         let not_here = unavailable_extras.iter().find(|(l, _)| *l == extra.label);
                         match not_here {
                             Some((_, why)) => missed = Some((extra.label, why.clone())),
-                            None => match attach_program(ebpf, btf, links, &extra.program) {
+                            None => match attach_program(
+                                ebpf,
+                                btf,
+                                links,
+                                &mut load_failures,
+                                &extra.program,
+                            ) {
                                 Ok(()) => label = format!("{label}+{}", extra.label),
                                 Err(e) => missed = Some((extra.label, short_reason(&e))),
                             },
@@ -299,14 +308,24 @@ pub fn attach_plan(
     Ok(hooks)
 }
 
+/// The candidates a stage may use, in order: all of them, or those of the forced kind.
+fn eligible(candidates: &'static [Candidate], forced: Option<HookKind>) -> Vec<&'static Candidate> {
+    let offered = forced.is_none_or(|kind| candidates.iter().any(|c| c.kind == kind));
+    candidates
+        .iter()
+        .filter(|c| offered && forced.is_none_or(|kind| c.kind == kind))
+        .collect()
+}
+
 fn attach_candidate(
     ebpf: &mut Ebpf,
     btf: &Btf,
     links: &mut Links,
+    load_failures: &mut preload::LoadFailures,
     candidate: &Candidate,
 ) -> Result<(), String> {
     for spec in candidate.programs {
-        if let Err(e) = attach_program(ebpf, btf, links, spec) {
+        if let Err(e) = attach_program(ebpf, btf, links, load_failures, spec) {
             // A half-attached candidate would count alongside the one that replaces it.
             for attached in candidate.programs {
                 unload_program(ebpf, attached);
@@ -331,43 +350,50 @@ fn unload_program(ebpf: &mut Ebpf, spec: &ProgramSpec) {
     };
 }
 
+/// Loads one program, unless it is loaded already (a kprobe program can serve several
+/// functions, and the preload loads most).
+fn load_program(program: &mut Program, attach: Attach, btf: &Btf) -> anyhow::Result<()> {
+    if program.fd().is_ok() {
+        return Ok(());
+    }
+    match attach {
+        Attach::FEntry { function } => <&mut FEntry>::try_from(program)?.load(function, btf)?,
+        Attach::FExit { function } => <&mut FExit>::try_from(program)?.load(function, btf)?,
+        Attach::KProbe { .. } => <&mut KProbe>::try_from(program)?.load()?,
+        Attach::BtfTracePoint { event } => {
+            <&mut BtfTracePoint>::try_from(program)?.load(event, btf)?
+        }
+        Attach::TracePoint { .. } => <&mut TracePoint>::try_from(program)?.load()?,
+    }
+    Ok(())
+}
+
+/// Loads (unless the preload did, or met an error, which is returned) and attaches one program.
 fn attach_program(
     ebpf: &mut Ebpf,
     btf: &Btf,
     links: &mut Links,
+    load_failures: &mut preload::LoadFailures,
     spec: &ProgramSpec,
 ) -> anyhow::Result<()> {
+    if let Some(error) = load_failures.remove(spec.program) {
+        return Err(error);
+    }
     let program = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| anyhow!("program {} missing from the eBPF object", spec.program))?;
+    load_program(program, spec.attach, btf)?;
     let link = match spec.attach {
-        Attach::FEntry { function } => {
-            let program: &mut FEntry = program.try_into()?;
-            program.load(function, btf)?;
-            LinkId::FEntry(program.attach()?)
-        }
-        Attach::FExit { function } => {
-            let program: &mut FExit = program.try_into()?;
-            program.load(function, btf)?;
-            LinkId::FExit(program.attach()?)
-        }
+        Attach::FEntry { .. } => LinkId::FEntry(<&mut FEntry>::try_from(program)?.attach()?),
+        Attach::FExit { .. } => LinkId::FExit(<&mut FExit>::try_from(program)?.attach()?),
         Attach::KProbe { function } => {
-            let program: &mut KProbe = program.try_into()?;
-            // A kprobe program reads registers, so one can serve several functions.
-            if program.fd().is_err() {
-                program.load()?;
-            }
-            LinkId::KProbe(program.attach(function, 0)?)
+            LinkId::KProbe(<&mut KProbe>::try_from(program)?.attach(function, 0)?)
         }
-        Attach::BtfTracePoint { event } => {
-            let program: &mut BtfTracePoint = program.try_into()?;
-            program.load(event, btf)?;
-            LinkId::BtfTracePoint(program.attach()?)
+        Attach::BtfTracePoint { .. } => {
+            LinkId::BtfTracePoint(<&mut BtfTracePoint>::try_from(program)?.attach()?)
         }
         Attach::TracePoint { category, name } => {
-            let program: &mut TracePoint = program.try_into()?;
-            program.load()?;
-            LinkId::TracePoint(program.attach(category, name)?)
+            LinkId::TracePoint(<&mut TracePoint>::try_from(program)?.attach(category, name)?)
         }
     };
     links.add(spec.program, link);
