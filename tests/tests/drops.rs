@@ -75,16 +75,21 @@ fn stuck_server(port: u16, backlog: u32) -> String {
 
 /// Clients that hold each connection `hold_ms` (`$clients`).
 fn clients(port: u16, count: u32, hold_ms: u32, timeout_ms: u32) -> String {
-    format!(
-        "{SCENARIO} connect --to 127.0.0.1:{port} --connections {count} --hold-ms {hold_ms} \
-         --timeout-ms {timeout_ms} & clients=\"$clients $!\""
-    )
+    clients_closing(port, count, hold_ms, timeout_ms, 0)
 }
 
 /// [`clients`] that end their connections with a reset instead of a FIN: one packet, never
 /// retransmitted, so nothing reaches their listener once they are gone.
 fn resetting_clients(port: u16, count: u32, hold_ms: u32, timeout_ms: u32) -> String {
-    clients(port, count, hold_ms, timeout_ms).replacen(" &", " --reset 1 &", 1)
+    clients_closing(port, count, hold_ms, timeout_ms, 1)
+}
+
+/// Clients whose close is a FIN (`reset` 0) or a reset (1).
+fn clients_closing(port: u16, count: u32, hold_ms: u32, timeout_ms: u32, reset: u8) -> String {
+    format!(
+        "{SCENARIO} connect --to 127.0.0.1:{port} --connections {count} --hold-ms {hold_ms} \
+         --timeout-ms {timeout_ms} --reset {reset} & clients=\"$clients $!\""
+    )
 }
 
 /// A shell command that waits (up to 20 s) until the accept queue of `port` holds `children`.

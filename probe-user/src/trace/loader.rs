@@ -65,14 +65,11 @@ impl Tracer {
             let symbols = scope.spawn(Kallsyms::read);
             let aya_btf = scope.spawn(aya::Btf::from_sys_fs);
             let kernel_btf = btf::Btf::from_kernel();
-            let symbols = symbols
-                .join()
-                .map_err(|_| anyhow!("reading /proc/kallsyms failed"))
-                .and_then(|read| read);
+            let symbols = joined("reading /proc/kallsyms", symbols.join());
             let aya_btf = aya_btf
                 .join()
-                .map_err(|_| anyhow!("parsing the kernel's BTF failed"))
-                .and_then(|parsed| parsed.context("cannot read the kernel's BTF"));
+                .map(|parsed| parsed.context("cannot read the kernel's BTF"));
+            let aya_btf = joined("parsing the kernel's BTF", aya_btf);
             (kernel_btf, aya_btf, symbols)
         });
         let kernel_btf = kernel_btf?;
@@ -265,4 +262,9 @@ impl Tracer {
             })
             .collect()
     }
+}
+
+/// A helper thread's result; a panic in it becomes an error saying what it was doing.
+fn joined<T>(what: &str, result: std::thread::Result<anyhow::Result<T>>) -> anyhow::Result<T> {
+    result.unwrap_or_else(|_| Err(anyhow!("{what} failed")))
 }
