@@ -281,8 +281,14 @@ pub fn synscope_run(extra_args: &[&str], script: &str) -> Traced {
     let output = run_ok(&mut command);
     let text = std::fs::read_to_string(&report_path).expect("synscope wrote no report");
     let _ = std::fs::remove_dir_all(&dir);
+    let report = parse_report(&text);
+    // Shown with a failed test's output: whether synscope itself said events were missing.
+    eprintln!(
+        "synscope: {} events lost, kernel reads failed {:?}, runs skipped {:?}",
+        report.lost_events, report.kernel_failures, report.skipped_runs
+    );
     Traced {
-        report: parse_report(&text),
+        report,
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
     }
 }

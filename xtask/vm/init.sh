@@ -20,6 +20,58 @@ release=$(uname -r)
 BACKEND_INDEPENDENT="each_capability_of_the_set_is_named_when_missing without_root_it_says_so
   run_passes_the_commands_exit_code_through a_command_that_cannot_start_is_an_error"
 export SYNSCOPE_BIN RUST_BACKTRACE=0
+# Runs a test binary (its path, then arguments) one test at a time within the cell's limit
+# (CELL_LIMIT seconds, from the kernel command line): output in /tmp/log, exit status in $code,
+# tests passed and failed in $p and $f (a run without a result line counts as one failure).
+run_test() {
+  remaining=$((CELL_LIMIT - ($(date +%s) - cell_start)))
+  [ "$remaining" -gt 0 ] || remaining=1
+  timeout "$remaining" "$@" --test-threads=1 > /tmp/log 2>&1; code=$?
+  result=$(grep '^test result:' /tmp/log | tail -1)
+  p=$(echo "$result" | sed -n 's/.* \([0-9]*\) passed.*/\1/p'); p=${p:-0}
+  f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p'); f=${f:-1}
+}
+
+# The failed tests of /tmp/log, each line tagged with $1, and their output.
+show_failures() {
+  grep -E '^test .* FAILED$' /tmp/log | sed "s|^|$1 |"
+  # Without the histograms' spectra (a `spectrum: [` block, one number per line), a failed
+  # test's whole report fits; every other line, numbers included, stays. From the test's
+  # captured output on: synscope's own account of missing events comes first.
+  grep -A600 -e "^---- .* std[a-z]* ----$" -e "panicked at" /tmp/log | awk '
+    skip { match($0, /^ */); if (RLENGTH == indent && $0 ~ /^ *\],?$/) skip = 0; next }
+    /spectrum: \[$/ { match($0, /^ */); indent = RLENGTH; skip = 1
+                       print substr($0, 1, indent) "spectrum: [...],"; next }
+    { print }' | head -240 | sed "s|^|VMLOG   |"
+}
+
+# The kernel skips a kprobe reached while another kprobe's handler runs on the same CPU (an
+# interrupt's softirq nesting in a handler of process context; frequent under emulation on a
+# busy host, where a handler can be stalled for milliseconds), and only 6.7+ tells synscope. A
+# tracefs kprobe on each function synscope may hook shares the kernel's kprobe there and counts
+# those skips for every kernel (kprobe_profile's third column). Tracing stays off: the events
+# are counted, not recorded. Keep the list to the kprobe functions of synscope's hook plan
+# (probe-user/src/trace/hooks/plan.rs; a unit test checks it).
+WATCHED_KPROBES="tcp_conn_request tcp_set_state inet_csk_listen_start inet_csk_accept
+  sock_def_readable tcp_check_req cookie_v4_check cookie_v6_check tcp_req_err tcp_rtx_synack
+  tcp_recvmsg tcp_sendmsg"
+watch_kprobes() {
+  echo 0 > /sys/kernel/tracing/tracing_on
+  for function in $WATCHED_KPROBES; do
+    # A function this kernel lacks (cookie_v6_check without IPv6) is not watched.
+    echo "p:synscope_watch_$function $function" >> /sys/kernel/tracing/kprobe_events 2>/dev/null
+  done
+  echo 1 > /sys/kernel/tracing/events/kprobes/enable
+}
+unwatch_kprobes() {
+  echo 0 > /sys/kernel/tracing/events/kprobes/enable
+  echo > /sys/kernel/tracing/kprobe_events
+}
+kprobe_misses() {
+  cat /sys/kernel/tracing/kprobe_profile 2>/dev/null |
+    awk '$1 ~ /^synscope_watch_/ { n += $3 } END { print n + 0 }'
+}
+
 # BACKENDS comes from the kernel command line, comma-separated.
 for backend in $(echo "$BACKENDS" | tr , ' '); do
   export SYNSCOPE_HOOKS=$backend
@@ -39,28 +91,39 @@ for backend in $(echo "$BACKENDS" | tr , ' '); do
   passed=0; failed=0; cell_start=$(date +%s)
   export SYNSCOPE_FIGURES=/tmp/figures.$backend
   rm -f "$SYNSCOPE_FIGURES"
+  [ "$backend" = kprobe ] && watch_kprobes
   for test in $(cat /vmtests/list); do
     test_start=$(date +%s)
-    # CELL_LIMIT (seconds, from the kernel command line) bounds the whole cell.
-    remaining=$((CELL_LIMIT - (test_start - cell_start)))
-    [ "$remaining" -gt 0 ] || remaining=1
+    name=$(basename "$test")
+    missed_before=$(kprobe_misses)
+    [ -f "$SYNSCOPE_FIGURES" ] && cp "$SYNSCOPE_FIGURES" /tmp/figures.before
     # shellcheck disable=SC2086 # $skip is a list of arguments
-    timeout "$remaining" "$test" --test-threads=1 $skip > /tmp/log 2>&1; code=$?
-    if [ "$code" -eq 124 ] || [ "$code" -eq 143 ]; then echo "VMFAIL $release $backend $(basename "$test"): cell over its ${CELL_LIMIT} s limit"; fi
-    echo "VMLOG   $backend $(basename "$test"): $(( $(date +%s) - test_start )) s"
-    result=$(grep '^test result:' /tmp/log | tail -1)
-    p=$(echo "$result" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
-    f=$(echo "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
-    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
-    grep -E '^test .* FAILED$' /tmp/log | sed "s|^|VMFAIL $release $backend $(basename "$test"): |"
-    # Without the histograms' spectra (a `spectrum: [` block, one number per line), a failed
-    # test's whole report fits; every other line, numbers included, stays.
-    grep -A600 "panicked at" /tmp/log | awk '
-      skip { match($0, /^ */); if (RLENGTH == indent && $0 ~ /^ *\],?$/) skip = 0; next }
-      /spectrum: \[$/ { match($0, /^ */); indent = RLENGTH; skip = 1
-                         print substr($0, 1, indent) "spectrum: [...],"; next }
-      { print }' | head -240 | sed "s|^|VMLOG   |"
+    run_test "$test" $skip
+    missed=$(( $(kprobe_misses) - missed_before ))
+    failed_tests=$(grep -E '^test .* FAILED$' /tmp/log | sed 's/^test \(.*\) \.\.\. FAILED$/\1/')
+    if [ -n "$failed_tests" ] && [ "$missed" -gt 0 ] && [ "$code" -ne 124 ] && [ "$code" -ne 143 ]; then
+      # The kernel skipped kprobe hits while these tests ran (it said so): their figures may be
+      # short through no fault of synscope's. The failed ones run once more; a second failure
+      # stands, whatever the kernel did then.
+      echo "VMLOG   $backend $name: the kernel skipped $missed kprobe hits (a kprobe reached inside another's handler); rerunning:" $failed_tests
+      show_failures "VMLOG   first run:"
+      first_passed=$p
+      # The figures the failed run wrote are not kept.
+      if [ -f /tmp/figures.before ]; then cp /tmp/figures.before "$SYNSCOPE_FIGURES"; else rm -f "$SYNSCOPE_FIGURES"; fi
+      # shellcheck disable=SC2086 # one argument per test name
+      run_test "$test" --exact $failed_tests
+      p=$((first_passed + p))
+    fi
+    rm -f /tmp/figures.before
+    if [ "$code" -eq 124 ] || [ "$code" -eq 143 ]; then echo "VMFAIL $release $backend $name: cell over its ${CELL_LIMIT} s limit"; fi
+    echo "VMLOG   $backend $name: $(( $(date +%s) - test_start )) s"
+    passed=$((passed + p)); failed=$((failed + f))
+    show_failures "VMFAIL $release $backend $name:"
   done
+  if [ "$backend" = kprobe ]; then
+    echo "VMLOG   kprobe: the kernel skipped $(kprobe_misses) kprobe hits over the cell"
+    unwatch_kprobes
+  fi
   [ -f "$SYNSCOPE_FIGURES" ] && sed "s|^|VMFIG $release $backend |" "$SYNSCOPE_FIGURES"
   verdict=PASS; [ "$failed" -eq 0 ] || verdict=FAIL
   echo "VMTEST $release $backend $verdict ($passed scenarios passed, $failed failed) in $(( $(date +%s) - cell_start )) s of ${CELL_LIMIT} s"

@@ -144,7 +144,7 @@ pub fn attribute_cookies(
 
 pub const EXACT: &str = "exact";
 const COUNTED_UNRECONCILED: &str = "events: each drop counted as it happened; the namespace also counted drops synscope did not see (listeners outside --port, drops before tracing began, SYNs to broadcast addresses)";
-const COUNTED_LOST: &str = "lost: the ring buffer overflowed and drop events were lost, so these are lower bounds; see the namespace counters";
+const COUNTED_LOST: &str = "lost: drop events were lost (the ring buffer overflowed, or the kernel skipped synscope's programs), so these are lower bounds; see the namespace counters";
 
 /// Drop figures counted one by one, confirmed against the namespace's counters.
 pub fn attribute_counted(

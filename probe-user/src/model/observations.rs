@@ -40,6 +40,8 @@ pub enum Observation<'a> {
     LostEvents(u64),
     /// Failed kernel reads per stage since the last reading.
     KernelFailures(BTreeMap<String, u64>),
+    /// Runs of each stage's programs the kernel skipped since the last reading.
+    SkippedRuns(BTreeMap<String, u64>),
     /// Where an accepting process lives (cgroup, pod, container), read when first seen.
     Process(u32, ProcessInfo),
 }
@@ -54,6 +56,7 @@ pub struct Observations {
     pub queue_depths: BTreeMap<ListenerKey, QueueDepths>,
     pub lost_events: u64,
     pub kernel_failures: BTreeMap<String, u64>,
+    pub skipped_runs: BTreeMap<String, u64>,
     /// Accepting processes' cgroups, by pid.
     pub processes: BTreeMap<u32, ProcessInfo>,
 }
@@ -99,7 +102,18 @@ impl Observations {
                     *self.kernel_failures.entry(stage).or_default() += count;
                 }
             }
+            Observation::SkippedRuns(skipped) => {
+                for (stage, count) in skipped {
+                    *self.skipped_runs.entry(stage).or_default() += count;
+                }
+            }
         }
+    }
+
+    /// Some events never reached synscope: the ring buffer was full, or the kernel skipped a
+    /// program. Counts made from events are then lower bounds.
+    pub fn events_missing(&self) -> bool {
+        self.lost_events > 0 || self.skipped_runs.values().any(|&n| n > 0)
     }
 
     /// A fresh interval that starts where this one ends: the same visibility, and the kernel's

@@ -128,7 +128,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
                     (*key, stats.map(|s| s.counted).unwrap_or_default())
                 })
                 .collect();
-            drops::attribute_counted(&deltas, &counted, observed.lost_events > 0)
+            drops::attribute_counted(&deltas, &counted, observed.events_missing())
         } else {
             drops::attribute(&deltas, &inputs)
         };
@@ -239,6 +239,7 @@ pub fn analyze(observed: &Observations, run: &RunInfo) -> Report {
         duration_ms: run.duration_ms,
         lost_events: observed.lost_events,
         kernel_failures: observed.kernel_failures.clone(),
+        skipped_runs: observed.skipped_runs.clone(),
         pending_evicted: None,
         listeners,
         namespaces: namespaces
@@ -491,28 +492,37 @@ mod tests {
     }
 
     #[test]
-    fn counted_drops_with_lost_events_are_lower_bounds() {
-        let visibility = Visibility {
-            listen_drops: true,
-            ..tracepoints()
-        };
-        let mut observed = Observations::new(visibility);
-        observed.observe(poll(&[], &[(80, 0)]));
-        connection(&mut observed, 80, 100);
-        let mut counted = event(EventKind::ListenCounted, 80);
-        counted.reason = COUNTED_LISTEN_DROPS | COUNTED_LISTEN_OVERFLOWS;
-        observed.observe(Observation::Event(&counted));
-        observed.observe(Observation::LostEvents(12));
-        observed.observe(poll(
-            &[("ListenOverflows", 9), ("ListenDrops", 9)],
-            &[(80, 9)],
-        ));
-        let report = analyze(&observed, &run());
-        let drops = &listener(&report, 80).drops;
-        assert_eq!(drops.listen_overflows, Some(1));
-        assert!(drops.attribution.starts_with("lost"), "{drops:?}");
-        assert_eq!(report.lost_events, 12);
-        assert_eq!(listener(&report, 80).fastopen, Some(0));
+    fn counted_drops_with_events_missing_are_lower_bounds() {
+        let skipped = [("listen_drops".to_owned(), 3)].into();
+        for missing in [
+            Observation::LostEvents(12),
+            Observation::SkippedRuns(skipped),
+        ] {
+            let visibility = Visibility {
+                listen_drops: true,
+                ..tracepoints()
+            };
+            let mut observed = Observations::new(visibility);
+            observed.observe(poll(&[], &[(80, 0)]));
+            connection(&mut observed, 80, 100);
+            let mut counted = event(EventKind::ListenCounted, 80);
+            counted.reason = COUNTED_LISTEN_DROPS | COUNTED_LISTEN_OVERFLOWS;
+            observed.observe(Observation::Event(&counted));
+            observed.observe(missing.clone());
+            observed.observe(poll(
+                &[("ListenOverflows", 9), ("ListenDrops", 9)],
+                &[(80, 9)],
+            ));
+            let report = analyze(&observed, &run());
+            let drops = &listener(&report, 80).drops;
+            assert_eq!(drops.listen_overflows, Some(1));
+            assert!(drops.attribution.starts_with("lost"), "{drops:?}");
+            match missing {
+                Observation::LostEvents(_) => assert_eq!(report.lost_events, 12),
+                _ => assert_eq!(report.skipped_runs["listen_drops"], 3),
+            }
+            assert_eq!(listener(&report, 80).fastopen, Some(0));
+        }
     }
 
     #[test]

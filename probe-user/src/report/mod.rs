@@ -101,6 +101,7 @@ pub(crate) mod sample {
             duration_ms: 10_250,
             lost_events: 0,
             kernel_failures: std::collections::BTreeMap::new(),
+            skipped_runs: std::collections::BTreeMap::new(),
             pending_evicted: None,
             listeners: vec![ListenerReport {
                 netns: 4026531840,

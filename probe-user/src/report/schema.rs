@@ -33,9 +33,14 @@ pub struct Report {
     /// not sent. Non-zero means figures may be low; the text report warns.
     #[serde(default)]
     pub kernel_failures: BTreeMap<String, u64>,
+    /// Runs of a stage's programs the kernel skipped because another BPF program was running on
+    /// that CPU: each may be an event lost. Counted by kernels 5.12+ (fentry, tracepoints) and
+    /// 6.7+ (kprobes); non-zero means figures may be low.
+    #[serde(default)]
+    pub skipped_runs: BTreeMap<String, u64>,
     /// Entries the kernel's maps of connections in progress lost to eviction over the run;
-    /// only in a run's final report without lost events or failed kernel reads (null
-    /// otherwise: it is counted from the events).
+    /// only in a run's final report without lost events, failed kernel reads or skipped
+    /// runs (null otherwise: it is counted from the events).
     #[serde(default)]
     pub pending_evicted: Option<PendingEvicted>,
     pub listeners: Vec<ListenerReport>,

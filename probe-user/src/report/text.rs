@@ -50,6 +50,23 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
             ),
         )?;
     }
+    let skipped: u64 = report.skipped_runs.values().sum();
+    if skipped > 0 {
+        let per_stage: Vec<String> = report
+            .skipped_runs
+            .iter()
+            .map(|(stage, n)| format!("{stage} {n}"))
+            .collect();
+        write_paragraph(
+            out,
+            "warning: ",
+            &format!(
+                "the kernel skipped {skipped} runs of synscope's programs ({}) while another BPF \
+                 program ran on the same CPU: the figures of those stages may be low",
+                per_stage.join(", ")
+            ),
+        )?;
+    }
     if let Some(evicted) = report.pending_evicted.as_ref().filter(|e| e.total() > 0) {
         write_paragraph(out, "note: ", &evictions(evicted))?;
     }

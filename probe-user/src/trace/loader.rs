@@ -248,6 +248,19 @@ impl Tracer {
         super::pending::evicted(&self.ebpf, flow)
     }
 
+    /// Runs the kernel skipped per stage since the start (see `skipped`); stages it did not
+    /// skip are left out.
+    pub fn skipped_runs(&self) -> BTreeMap<String, u64> {
+        let mut per_stage = BTreeMap::new();
+        for program in self.links.programs() {
+            let skips = super::skipped::program_skips(&self.ebpf, program);
+            if let (Some(stage), true) = (hooks::stage_of(program), skips > 0) {
+                *per_stage.entry(stage.name().to_owned()).or_default() += skips;
+            }
+        }
+        per_stage
+    }
+
     /// Failed kernel reads per stage since the start, summed over CPUs.
     pub fn kernel_failures(&self) -> BTreeMap<String, u64> {
         hooks::Stage::ALL

@@ -7,6 +7,7 @@ pub mod loader;
 pub mod pending;
 pub mod session;
 pub mod signals;
+pub mod skipped;
 
 pub use loader::TraceOptions;
 pub use session::{EventTap, Session, SessionHandle};

@@ -49,6 +49,7 @@ pub struct Session {
     /// Cumulative kernel-side counters already handed to the model.
     lost_seen: u64,
     failures_seen: BTreeMap<String, u64>,
+    skipped_seen: BTreeMap<String, u64>,
     run: RunInfo,
     started: Instant,
     requests: mpsc::UnboundedReceiver<Request>,
@@ -136,6 +137,7 @@ impl Session {
             timeline: None,
             lost_seen: 0,
             failures_seen: BTreeMap::new(),
+            skipped_seen: BTreeMap::new(),
             run: RunInfo {
                 ports: options.ports.clone(),
                 kernel: preflight::kernel_release(),
@@ -294,17 +296,10 @@ impl Session {
         self.lost_seen = lost;
         self.recorder.observe(Observation::LostEvents(new_lost));
 
-        let failures = self.tracer.kernel_failures();
-        let new_failures: BTreeMap<String, u64> = failures
-            .iter()
-            .map(|(stage, &count)| {
-                let before = self.failures_seen.get(stage).copied().unwrap_or(0);
-                (stage.clone(), count.saturating_sub(before))
-            })
-            .collect();
-        self.failures_seen = failures;
-        self.recorder
-            .observe(Observation::KernelFailures(new_failures));
+        let failures = since(&mut self.failures_seen, self.tracer.kernel_failures());
+        self.recorder.observe(Observation::KernelFailures(failures));
+        let skipped = since(&mut self.skipped_seen, self.tracer.skipped_runs());
+        self.recorder.observe(Observation::SkippedRuns(skipped));
     }
 
     /// Ends the timeline's current interval (a fresh look at the kernel first, for a sharp
@@ -332,7 +327,8 @@ impl Session {
         // Counted from the events: unknown when some were lost or left unsent by a failed
         // read; and not worth failing a report for when the maps cannot be read.
         let failures: u64 = report.kernel_failures.values().sum();
-        if report.lost_events == 0 && failures == 0 {
+        let skipped: u64 = report.skipped_runs.values().sum();
+        if report.lost_events == 0 && failures == 0 && skipped == 0 {
             report.pending_evicted = self.tracer.pending_evicted(&self.pending_flow).ok();
         }
         report
@@ -390,6 +386,19 @@ impl Session {
 }
 
 /// What the tracer's attached hooks can see, for the model.
+/// Per-stage counts since the last reading, from cumulative ones; `seen` becomes `now`.
+fn since(seen: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let new = now
+        .iter()
+        .map(|(stage, &count)| {
+            let before = seen.get(stage).copied().unwrap_or(0);
+            (stage.clone(), count.saturating_sub(before))
+        })
+        .collect();
+    *seen = now;
+    new
+}
+
 fn visibility(tracer: &Tracer) -> Visibility {
     let mut hooks = BTreeMap::new();
     let mut unobserved = BTreeMap::new();

@@ -35,6 +35,14 @@ impl Links {
         self.0.push((program, link));
     }
 
+    /// The programs attached, each once.
+    pub fn programs(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.0.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Detaches every link still attached, concurrently; the programs stay loaded until `ebpf`
     /// drops. A link whose program was unloaded meanwhile is already gone.
     pub fn detach_all(&mut self, ebpf: &mut Ebpf) {

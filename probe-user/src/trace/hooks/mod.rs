@@ -195,6 +195,17 @@ impl fmt::Display for StageHook {
     }
 }
 
+/// The stage a program of the plan observes.
+pub fn stage_of(program: &str) -> Option<Stage> {
+    PLAN.iter().find_map(|&(stage, candidates)| {
+        candidates
+            .iter()
+            .flat_map(|c| c.programs.iter().chain(c.extra.iter().map(|e| &e.program)))
+            .any(|spec| spec.program == program)
+            .then_some(stage)
+    })
+}
+
 /// Loads and attaches the first working candidate of every stage. With a forced kind, a stage
 /// that offers that kind uses it or fails (an optional stage is left out instead); a stage that
 /// does not offer it is left out. `unavailable`:
@@ -461,6 +472,33 @@ mod tests {
             // Tracepoints are the last resort, for every stage they can observe.
             if *stage != Stage::ListenDrops {
                 assert_eq!(kinds.last(), Some(&HookKind::Tracepoint), "{stage:?}");
+            }
+        }
+    }
+
+    /// Every program of the plan has a stage, and every kprobe function is one the kernel
+    /// matrix watches for the kernel's skipped hits (xtask/vm/init.sh).
+    #[test]
+    fn every_kprobe_function_is_watched_by_the_matrix() {
+        let init = include_str!("../../../../xtask/vm/init.sh");
+        let watched = init
+            .split("WATCHED_KPROBES=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("init.sh sets WATCHED_KPROBES");
+        let watched: Vec<&str> = watched.split_whitespace().collect();
+        for (stage, candidates) in PLAN {
+            for candidate in *candidates {
+                let specs = candidate.programs.iter();
+                for spec in specs.chain(candidate.extra.iter().map(|e| &e.program)) {
+                    assert_eq!(stage_of(spec.program), Some(*stage), "{}", spec.program);
+                    if let Attach::KProbe { function } = spec.attach {
+                        assert!(
+                            watched.contains(&function),
+                            "{function} not in WATCHED_KPROBES"
+                        );
+                    }
+                }
             }
         }
     }
