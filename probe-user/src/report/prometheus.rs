@@ -193,6 +193,13 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "synscope_lost_events_total {}", report.lost_events)?;
     writeln!(
         out,
+        "# HELP synscope_skipped_runs_total Runs of synscope's programs the kernel skipped."
+    )?;
+    writeln!(out, "# TYPE synscope_skipped_runs_total counter")?;
+    let skipped: u64 = report.skipped_runs.values().sum();
+    writeln!(out, "synscope_skipped_runs_total {skipped}")?;
+    writeln!(
+        out,
         "# HELP synscope_folded_listeners Listeners beyond the busiest {OWN_SERIES}, folded into \
          port=\"other\" per namespace."
     )?;
@@ -230,6 +237,7 @@ mod tests {
             "synscope_accept_wait_seconds_count{netns=\"4026531840\",port=\"8080\"} 100\n"
         ));
         assert!(text.contains("synscope_lost_events_total 0\n"));
+        assert!(text.contains("synscope_skipped_runs_total 0\n"));
         assert!(
             text.contains(
                 "synscope_listen_overflows_total{netns=\"4026531840\",port=\"8080\"} 412\n"

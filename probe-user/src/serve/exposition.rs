@@ -180,11 +180,17 @@ fn encode_state(
         let addr = series.addrs.iter().cloned().collect::<Vec<_>>().join(",");
         info.encode_info(&[netns, port, ("addr", addr)])?;
     }
-    let run_counters: [(&str, &str, u64); 2] = [
+    let run_counters: [(&str, &str, u64); 3] = [
         (
             "synscope_lost_events",
             "Events the kernel programs could not hand over (ring buffer full): figures may be low.",
             state.lost_events,
+        ),
+        (
+            "synscope_skipped_runs",
+            "Runs of synscope's programs the kernel skipped while another BPF program ran on the \
+             CPU (counted by 5.12+, kprobes 6.7+): figures may be low.",
+            state.skipped_runs,
         ),
         (
             "synscope_folded_listeners",

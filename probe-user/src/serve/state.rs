@@ -103,6 +103,8 @@ pub struct MetricsState {
     /// Listeners folded into `port="other"` since the start.
     pub folded_total: u64,
     pub lost_events: u64,
+    /// Runs of synscope's programs the kernel skipped, all stages.
+    pub skipped_runs: u64,
     pub kernel: String,
 }
 
@@ -114,6 +116,7 @@ impl MetricsState {
             routes: BTreeMap::new(),
             folded_total: 0,
             lost_events: 0,
+            skipped_runs: 0,
             kernel,
         }
     }
@@ -121,6 +124,7 @@ impl MetricsState {
     /// Adds one interval of the session, at `now`.
     pub fn absorb(&mut self, report: &Report, observations: &Observations, now: Instant) {
         self.lost_events += report.lost_events;
+        self.skipped_runs += report.skipped_runs.values().sum::<u64>();
         let open = observations.kernel_view.open_listeners();
         // Queues are as of this poll: a listener not open now has none.
         for series in self.series.values_mut() {
