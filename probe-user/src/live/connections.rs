@@ -2,7 +2,6 @@
 //! as text columns or NDJSON (a `start` record first, a `summary` record last).
 
 use std::{
-    collections::HashMap,
     io::Write,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -10,6 +9,8 @@ use std::{
 };
 
 use probe_common::{COUNTED_MIB_NAMES, ConnEvent, EventKind};
+
+use crate::model::FastHashMap;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -117,7 +118,7 @@ pub struct ConnectionPrinter {
     /// CLOCK_MONOTONIC (the kernel programs' clock) to wall-clock time.
     boot: SystemTime,
     listen_overflow_reason: Option<u32>,
-    flows: HashMap<Flow, FlowHistory>,
+    flows: FastHashMap<Flow, FlowHistory>,
     pub summary: Summary,
     /// Set once standard output is gone (`synscope trace | head`): tracing should stop.
     pub closed: Arc<Notify>,
@@ -132,7 +133,7 @@ impl ConnectionPrinter {
             filters,
             boot: crate::trace::clock::monotonic_epoch(),
             listen_overflow_reason: None,
-            flows: HashMap::new(),
+            flows: FastHashMap::default(),
             summary: Summary::default(),
             closed: Arc::new(Notify::new()),
             failed: false,

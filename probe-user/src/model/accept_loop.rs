@@ -1,7 +1,7 @@
 //! How a listener's connections are accepted: by which threads, in batches of how many per
 //! wake-up, and the longest stretch the accept queue held connections while nobody accepted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Accepts by one thread this close together belong to one wake-up of its accept loop (an
 /// accept loop drains its queue in back-to-back calls; the next wake-up comes after other
@@ -17,7 +17,7 @@ pub struct AcceptLoop {
     /// Accepting threads per process.
     pub threads: BTreeMap<u32, BTreeSet<u32>>,
     /// Per thread: its last accept and the size of the batch it is in.
-    open_batches: HashMap<u32, (u64, u64)>,
+    open_batches: super::FastHashMap<u32, (u64, u64)>,
     closed_batches: u64,
     pub largest_batch: u64,
     batched_accepts: u64,

@@ -1,13 +1,15 @@
 //! Turns the kernel's per-connection events into per-listener statistics.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv6Addr},
 };
 
 use probe_common::{AF_INET, ConnEvent, EventKind, ListenerKey, TCP_CLOSE, TCP_CLOSE_WAIT};
 
-use super::{accept_loop::AcceptLoop, drops::CountedDrops, latency::Latency};
+use super::{
+    FastHashMap, FastHashSet, accept_loop::AcceptLoop, drops::CountedDrops, latency::Latency,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct ListenerStats {
@@ -42,7 +44,7 @@ pub struct ListenerStats {
     pub accept_loop: AcceptLoop,
     /// Children queued during the span and not accepted yet: flow -> when their handshake
     /// completed (CLOCK_MONOTONIC ns).
-    pub waiting: HashMap<Flow, u64>,
+    pub waiting: FastHashMap<Flow, u64>,
     /// Children the listener discarded, unaccepted, when it closed.
     pub discarded_at_close: u64,
     /// Children whose client sent its FIN, or a RST, while they waited in the accept queue.
@@ -50,7 +52,7 @@ pub struct ListenerStats {
     pub left_by_rst: u64,
     /// Of those, accepted afterwards (the server then spends its handler on nobody).
     pub left_then_accepted: u64,
-    left: HashSet<Flow>,
+    left: FastHashSet<Flow>,
 }
 
 /// Pending children followed per listener; beyond, new ones are not (a flood of handshakes

@@ -12,4 +12,8 @@ mod observations;
 mod recorder;
 
 pub use observations::{Observation, Observations, Visibility};
+
+/// A hash map for keys hashed on every event (connections, threads).
+pub type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastHashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 pub use recorder::{IntervalClock, Recorder};
