@@ -288,6 +288,25 @@ mod tests {
     }
 
     #[test]
+    fn runs_the_kernel_skipped_are_a_warning_per_stage() {
+        let mut report = sample::report();
+        let text = |report: &Report| {
+            let mut out = Vec::new();
+            write(report, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(!text(&report).contains("skipped"));
+        report.skipped_runs = [("handshake".to_owned(), 3), ("syn".to_owned(), 1)].into();
+        let warned = text(&report).replace("\n         ", " ");
+        assert!(
+            warned.contains(
+                "warning: the kernel skipped 4 runs of synscope's programs (handshake 3, syn 1)"
+            ),
+            "{warned}"
+        );
+    }
+
+    #[test]
     fn says_when_nothing_was_seen() {
         let mut report = super::super::sample::report();
         report.listeners.clear();
