@@ -33,9 +33,10 @@ pub struct Report {
     /// not sent. Non-zero means figures may be low; the text report warns.
     #[serde(default)]
     pub kernel_failures: BTreeMap<String, u64>,
-    /// Runs of a stage's programs the kernel skipped because another BPF program was running on
-    /// that CPU: each may be an event lost. Counted by kernels 5.12+ (fentry, tracepoints) and
-    /// 6.7+ (kprobes); non-zero means figures may be low.
+    /// Runs of a stage's programs the kernel skipped (a kprobe reached inside another's handler,
+    /// a kretprobe without a free instance, a program reached while the kernel's BPF guard was
+    /// held; see `trace::skipped`): each may be an event lost. Counted by kernels 5.12+ (fentry,
+    /// tracepoints) and 6.7+ (kprobes); non-zero means figures may be low.
     #[serde(default)]
     pub skipped_runs: BTreeMap<String, u64>,
     /// Entries the kernel's maps of connections in progress lost to eviction over the run;

@@ -61,8 +61,9 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
             out,
             "warning: ",
             &format!(
-                "the kernel skipped {skipped} runs of synscope's programs ({}) while another BPF \
-                 program ran on the same CPU: the figures of those stages may be low",
+                "the kernel skipped {skipped} runs of synscope's programs ({}), reached while \
+                 another kprobe or BPF program ran on the same CPU: the figures of those stages \
+                 may be low",
                 per_stage.join(", ")
             ),
         )?;

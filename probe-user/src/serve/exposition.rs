@@ -188,8 +188,9 @@ fn encode_state(
         ),
         (
             "synscope_skipped_runs",
-            "Runs of synscope's programs the kernel skipped while another BPF program ran on the \
-             CPU (counted by 5.12+, kprobes 6.7+): figures may be low.",
+            "Runs of synscope's programs the kernel skipped (a kprobe inside another's handler, a \
+             BPF program already running on the CPU; counted by 5.12+, kprobes 6.7+): figures \
+             may be low.",
             state.skipped_runs,
         ),
         (

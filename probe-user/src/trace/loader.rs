@@ -41,6 +41,7 @@ pub struct Tracer {
     pub listen_overflow_reason: Option<u32>,
     pub hooks: Vec<hooks::StageHook>,
     links: hooks::Links,
+    kprobe_links: super::skipped::KprobeLinks,
 }
 
 impl Drop for Tracer {
@@ -179,6 +180,7 @@ impl Tracer {
             failures,
             hooks,
             links,
+            kprobe_links: super::skipped::KprobeLinks::find(),
         })
     }
 
@@ -252,8 +254,8 @@ impl Tracer {
     /// skip are left out.
     pub fn skipped_runs(&self) -> BTreeMap<String, u64> {
         let mut per_stage = BTreeMap::new();
-        for program in self.links.programs() {
-            let skips = super::skipped::program_skips(&self.ebpf, program);
+        let programs = self.links.programs();
+        for (program, skips) in super::skipped::skips(&self.ebpf, &programs, &self.kprobe_links) {
             if let (Some(stage), true) = (hooks::stage_of(program), skips > 0) {
                 *per_stage.entry(stage.name().to_owned()).or_default() += skips;
             }

@@ -385,7 +385,6 @@ impl Session {
     }
 }
 
-/// What the tracer's attached hooks can see, for the model.
 /// Per-stage counts since the last reading, from cumulative ones; `seen` becomes `now`.
 fn since(seen: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let new = now
@@ -399,6 +398,7 @@ fn since(seen: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) -> BTreeM
     new
 }
 
+/// What the tracer's attached hooks can see, for the model.
 fn visibility(tracer: &Tracer) -> Visibility {
     let mut hooks = BTreeMap::new();
     let mut unobserved = BTreeMap::new();
