@@ -1,6 +1,6 @@
 //! The default report: one block per listener, fits an 80-column terminal.
 
-use std::io::Write;
+use std::{collections::BTreeMap, io::Write};
 
 use super::{
     LatencySummary, ListenerReport, PendingEvicted, Report, diagnosis,
@@ -11,6 +11,18 @@ use super::{
     thresholds,
 };
 use crate::trace::hooks::Stage;
+
+/// The total of per-stage counts and the stages that have some ("accept 2, syn 1"); `None`
+/// when all are zero.
+fn per_stage_counts(counts: &BTreeMap<String, u64>) -> Option<(u64, String)> {
+    let total: u64 = counts.values().sum();
+    let stages: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(stage, n)| format!("{stage} {n}"))
+        .collect();
+    (total > 0).then(|| (total, stages.join(", ")))
+}
 
 pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
@@ -32,39 +44,24 @@ pub fn write(report: &Report, out: &mut dyn Write) -> anyhow::Result<()> {
     for (stage, why) in &report.unobserved {
         write_paragraph(out, "       ", &format!("{stage}: {why}"))?;
     }
-    let failures: u64 = report.kernel_failures.values().sum();
-    if failures > 0 {
-        let per_stage: Vec<String> = report
-            .kernel_failures
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(stage, n)| format!("{stage} {n}"))
-            .collect();
+    if let Some((failures, per_stage)) = per_stage_counts(&report.kernel_failures) {
         write_paragraph(
             out,
             "warning: ",
             &format!(
-                "{failures} kernel reads failed in synscope's programs ({}): the figures of \
-                 those stages may be low",
-                per_stage.join(", ")
+                "{failures} kernel reads failed in synscope's programs ({per_stage}): the \
+                 figures of those stages may be low"
             ),
         )?;
     }
-    let skipped: u64 = report.skipped_runs.values().sum();
-    if skipped > 0 {
-        let per_stage: Vec<String> = report
-            .skipped_runs
-            .iter()
-            .map(|(stage, n)| format!("{stage} {n}"))
-            .collect();
+    if let Some((skipped, per_stage)) = per_stage_counts(&report.skipped_runs) {
         write_paragraph(
             out,
             "warning: ",
             &format!(
-                "the kernel skipped {skipped} runs of synscope's programs ({}), reached while \
-                 another kprobe or BPF program ran on the same CPU: the figures of those stages \
-                 may be low",
-                per_stage.join(", ")
+                "the kernel skipped {skipped} runs of synscope's programs ({per_stage}), reached \
+                 while another kprobe or BPF program ran on the same CPU: the figures of those \
+                 stages may be low"
             ),
         )?;
     }
