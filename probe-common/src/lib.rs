@@ -100,6 +100,56 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
 }
 
+/// The first 20 bytes of `struct sock_common` (at the start of every `struct sock` and
+/// `struct request_sock`): addresses of IPv4, ports, family and state, read in one go. This
+/// layout has not changed since Linux 3.x; userspace checks it against the kernel's BTF
+/// (`KernelOffsets::sock_layout_mismatch`) before loading the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockHead {
+    /// Network order, as are both addresses: the bytes as in memory.
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub hash: u32,
+    /// Remote port, network order.
+    pub dport: u16,
+    /// Local port, host order.
+    pub num: u16,
+    pub family: u16,
+    pub state: u8,
+    pub flags: u8,
+}
+
+impl KernelOffsets {
+    /// The first `sock_common` member whose offset differs from `SockHead` (or, for the IPv6
+    /// addresses, read together, from right after the remote one), with its offset in this
+    /// kernel; `None` when all agree.
+    pub fn sock_layout_mismatch(&self) -> Option<(&'static str, u32)> {
+        use core::mem::offset_of;
+        let expected = [
+            ("skc_daddr", self.sk_daddr, offset_of!(SockHead, daddr)),
+            (
+                "skc_rcv_saddr",
+                self.sk_rcv_saddr,
+                offset_of!(SockHead, rcv_saddr),
+            ),
+            ("skc_dport", self.sk_dport, offset_of!(SockHead, dport)),
+            ("skc_num", self.sk_num, offset_of!(SockHead, num)),
+            ("skc_family", self.sk_family, offset_of!(SockHead, family)),
+            ("skc_state", self.sk_state, offset_of!(SockHead, state)),
+            (
+                "skc_v6_rcv_saddr",
+                self.sk_v6_rcv_saddr,
+                self.sk_v6_daddr as usize + 16,
+            ),
+        ];
+        expected
+            .into_iter()
+            .find(|&(_, actual, expected)| actual as usize != expected)
+            .map(|(name, actual, _)| (name, actual))
+    }
+}
+
 /// Where an io_uring request keeps its opcode and result (`io_kiocb.opcode`, `io_kiocb.cqe.res`),
 /// and an accept request the direct-descriptor slot it asked for (`io_accept.file_slot`, in the
 /// command area at the start of `io_kiocb`); zero on kernels without io_uring.
@@ -414,6 +464,7 @@ const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 const _: () = assert!(core::mem::size_of::<QueueDepths>() == 16);
 const _: () = assert!(core::mem::size_of::<PendingTally>() == 40);
+const _: () = assert!(core::mem::size_of::<SockHead>() == 20);
 
 #[cfg(feature = "user")]
 mod user {

@@ -15,24 +15,23 @@
 //! neither is seen there.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fexit, kretprobe, tracepoint},
     programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, KernelOffsets,
-    PENDING_CHILD_REMOVED, PENDING_FOLLOWED_ADDED, STAGE_ACCEPT, TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, PENDING_CHILD_REMOVED,
+    PENDING_FOLLOWED_ADDED, STAGE_ACCEPT, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
     emit, failures,
-    kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
+    kernel::{SockEndpoints, fexit_return, read, sock_endpoints, sock_state},
     maps::{
-        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, FOLLOW_RESPONSES, IO_URING, child_stamps, config,
-        port_wanted,
+        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, FOLLOW_RESPONSES, IO_URING, child_stamps,
+        config_field, port_traced,
     },
+    words::{Comm, current_comm, store_comm},
 };
 
 /// Offset of `long ret` in the `syscalls:sys_exit_*` records (after the common header and the
@@ -78,8 +77,7 @@ fn on_io_uring_complete(request: u64) -> Result<(), i32> {
     if fd < 0 {
         return Ok(());
     }
-    let config = config();
-    on_accepted_fd(&config.offsets, fd as u64, &config)
+    on_accepted_sock(socket_of_fd(fd as u64)?)
 }
 
 #[fexit(function = "inet_csk_accept")]
@@ -87,11 +85,7 @@ pub fn accept_fexit(ctx: FExitContext) -> u32 {
     if let Ok(child) = fexit_return::<u64>(&ctx, FEXIT_RETURN.load().inet_csk_accept)
         && child != 0
     {
-        let config = config();
-        failures::count(
-            STAGE_ACCEPT,
-            on_accepted_sock(&config.offsets, child, &config),
-        );
+        failures::count(STAGE_ACCEPT, on_accepted_sock(child));
     }
     0
 }
@@ -100,11 +94,7 @@ pub fn accept_fexit(ctx: FExitContext) -> u32 {
 pub fn accept_kretprobe(ctx: RetProbeContext) -> u32 {
     let child: u64 = ctx.ret();
     if child != 0 {
-        let config = config();
-        failures::count(
-            STAGE_ACCEPT,
-            on_accepted_sock(&config.offsets, child, &config),
-        );
+        failures::count(STAGE_ACCEPT, on_accepted_sock(child));
     }
     0
 }
@@ -117,55 +107,40 @@ fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
     if fd < 0 {
         return Ok(());
     }
-    let config = config();
-    on_accepted_fd(&config.offsets, fd as u64, &config)
+    on_accepted_sock(socket_of_fd(fd as u64)?)
 }
 
 #[inline(always)]
-fn on_accepted_fd(
-    offsets: &KernelOffsets,
-    fd: u64,
-    config: &probe_common::ProbeConfig,
-) -> Result<(), i32> {
-    on_accepted_sock(offsets, socket_of_fd(offsets, fd)?, config)
-}
-
-#[inline(always)]
-fn on_accepted_sock(
-    offsets: &KernelOffsets,
-    sk: u64,
-    config: &probe_common::ProbeConfig,
-) -> Result<(), i32> {
-    // accept() also serves Unix, MPTCP and SCTP sockets; a listener here would be a
-    // descriptor that is not the accepted one.
-    if read::<u16>(sk, offsets.sk_protocol)? != IPPROTO_TCP
-        || read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_LISTEN)
-    {
-        return Ok(());
-    }
-    let Some(child) = sock_endpoints(offsets, sk)? else {
+fn on_accepted_sock(sk: u64) -> Result<(), i32> {
+    // accept() also serves Unix sockets (the family test), MPTCP and SCTP; a listener here
+    // would be a descriptor that is not the accepted one.
+    let Some(child) = sock_endpoints(sk)? else {
         return Ok(());
     };
-    if !port_wanted(config, child.local_port) {
+    if i32::from(child.state) == TCP_LISTEN
+        || read::<u16>(sk, config_field!(offsets.sk_protocol))? != IPPROTO_TCP
+        || !port_traced(child.local_port)
+    {
         return Ok(());
     }
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let task = bpf_get_current_pid_tgid();
     let (pid, tid) = ((task >> 32) as u32, task as u32);
-    let comm = bpf_get_current_comm().unwrap_or_default();
+    let comm = current_comm();
     // One call of send_accept below, whichever way the stamps are found: each call is
     // inlined with its own stack, and two overflowed 512 bytes on 5.10 and 6.1.
     let (stamps, removed) = match child_stamps(sk, child.remote_port) {
         Some(stamps) => (stamps, remove_child(sk)),
         // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
-        None if read::<u8>(sk, offsets.sk_state).map(i32::from) == Ok(TCP_SYN_RECV) => {
-            let early = EarlyAccept {
+        None if sock_state(sk) == Ok(TCP_SYN_RECV) => {
+            let mut early = EarlyAccept {
                 accepted_ns: now,
                 pid,
                 tid,
-                comm,
+                comm: [0; 16],
             };
+            store_comm(&mut early.comm, comm);
             let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
             // The handshake may have completed on another CPU meanwhile, too late to see the
             // entry: then whichever side removes the entry reports the accept.
@@ -204,7 +179,7 @@ pub fn send_accept(
     stamps: ChildStamps,
     accepted_ns: u64,
     (pid, tid): (u32, u32),
-    comm: [u8; 16],
+    comm: Comm,
     pending: u16,
 ) {
     // Sent first, so that the followed entry is built after the event's values are no longer
@@ -222,34 +197,33 @@ pub fn send_accept(
         event.syn_ns = stamps.syn_ns;
         event.established_ns = stamps.established_ns;
         event.accepted_ns = accepted_ns;
-        event.comm = comm;
+        store_comm(&mut event.comm, comm);
         event.pending = pending | followed;
     });
-    crate::phases::follow(
-        sk,
-        &Followed {
-            syn_ns: stamps.syn_ns,
-            established_ns: stamps.established_ns,
-            accepted_ns,
-            read_ns: 0,
-            pid,
-            local_port: child.local_port,
-            remote_port: child.remote_port,
-            comm,
-        },
-    );
+    let mut followed = Followed {
+        syn_ns: stamps.syn_ns,
+        established_ns: stamps.established_ns,
+        accepted_ns,
+        read_ns: 0,
+        pid,
+        local_port: child.local_port,
+        remote_port: child.remote_port,
+        comm: [0; 16],
+    };
+    store_comm(&mut followed.comm, comm);
+    crate::phases::follow(sk, &followed);
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.
 #[inline(always)]
-fn socket_of_fd(offsets: &KernelOffsets, fd: u64) -> Result<u64, i32> {
+fn socket_of_fd(fd: u64) -> Result<u64, i32> {
     // SAFETY: bpf_get_current_task takes no argument; the task pointer it returns is only
     // dereferenced through bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() };
-    let files = read::<u64>(task, offsets.task_files)?;
-    let fdt = read::<u64>(files, offsets.files_fdt)?;
-    let fd_array = read::<u64>(fdt, offsets.fdtable_fd)?;
+    let files = read::<u64>(task, config_field!(offsets.task_files))?;
+    let fdt = read::<u64>(files, config_field!(offsets.files_fdt))?;
+    let fd_array = read::<u64>(fdt, config_field!(offsets.fdtable_fd))?;
     let file = read::<u64>(fd_array + fd * 8, 0)?;
-    let socket = read::<u64>(file, offsets.file_private_data)?;
-    read::<u64>(socket, offsets.socket_sk)
+    let socket = read::<u64>(file, config_field!(offsets.file_private_data))?;
+    read::<u64>(socket, config_field!(offsets.socket_sk))
 }

@@ -18,7 +18,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -31,11 +31,12 @@ use probe_common::{
 use crate::{
     accept::send_accept,
     emit, failures,
-    kernel::{SockEndpoints, fexit_return, read, sock_endpoints},
+    kernel::{SockEndpoints, fexit_return, read, sock_endpoints, sock_state},
     maps::{
-        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SK_STATE_OFFSET, SYN_TIMES,
-        child_stamps, config, port_wanted, tally,
+        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SYN_TIMES, child_stamps, config_field,
+        port_traced, tally,
     },
+    words::{current_comm, load_comm, store_addr, store_comm},
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -112,7 +113,7 @@ fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
     if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE && new_state != TCP_CLOSE_WAIT {
         return Ok(());
     }
-    let old_state = i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?);
+    let old_state = sock_state(sk)?;
     if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
         on_established(sk)
     } else if new_state == TCP_CLOSE && old_state == TCP_LISTEN {
@@ -129,13 +130,17 @@ fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
 /// the entry stays, for the accept that may still come.
 #[inline(always)]
 fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
-    // The common case, a connection that was never a queued child, costs this one lookup.
+    // A child in the accept queue has no `struct socket` yet: sockets a process holds (every
+    // client's, and children already accepted) stop at this read, cheaper than the lookup
+    // that follows.
+    if read::<u64>(sk, config_field!(offsets.sk_socket))? != 0 {
+        return Ok(());
+    }
     // SAFETY: only tests for presence; nothing is read from the entry.
     if unsafe { CHILDREN.get(&sk) }.is_none() {
         return Ok(());
     }
-    let config = config();
-    let Some(mut child) = sock_endpoints(&config.offsets, sk)? else {
+    let Some(mut child) = sock_endpoints(sk)? else {
         return Ok(());
     };
     // An accept removing the entry meanwhile makes this report one a moment late.
@@ -159,25 +164,26 @@ fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
 
 #[inline(always)]
 fn on_established(sk: u64) -> Result<(), i32> {
-    let config = config();
-    let Some(child) = sock_endpoints(&config.offsets, sk)? else {
+    let Some(child) = sock_endpoints(sk)? else {
         return Ok(());
     };
-    if !port_wanted(&config, child.local_port) {
+    if !port_traced(child.local_port) {
         return Ok(());
     }
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = FlowKey {
+    let mut key = FlowKey {
         netns: child.netns,
         local_port: child.local_port,
         remote_port: child.remote_port,
-        local_addr: child.local_addr,
-        remote_addr: child.remote_addr,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
     };
+    store_addr(&mut key.local_addr, child.local_addr());
+    store_addr(&mut key.remote_addr, child.remote_addr());
     // Read before any map changes, so that a failed read cannot leave one unreported (see
     // below for why the socket matters).
-    let unaccepted = read::<u64>(sk, config.offsets.sk_socket)? == 0;
+    let unaccepted = read::<u64>(sk, config_field!(offsets.sk_socket))? == 0;
     let mut pending = 0;
     // SAFETY: the timestamp is copied out at once. Map memory stays valid while the program
     // runs (RCU); another CPU replacing the entry meanwhile can only change the value read.
@@ -228,37 +234,35 @@ fn on_established(sk: u64) -> Result<(), i32> {
 
 #[inline(always)]
 fn on_listen(sk: u64) -> Result<(), i32> {
-    let config = config();
-    let Some(listener) = sock_endpoints(&config.offsets, sk)? else {
+    let Some(listener) = sock_endpoints(sk)? else {
         return Ok(());
     };
     // listen() on an unbound socket enters LISTEN before it gets its port.
-    if listener.local_port == 0 || !port_wanted(&config, listener.local_port) {
+    if listener.local_port == 0 || !port_traced(listener.local_port) {
         return Ok(());
     }
     emit::send(|event| {
         event.kind = EventKind::Listen as u32;
         listener.write_to(event);
         event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        event.comm = bpf_get_current_comm().unwrap_or_default();
+        store_comm(&mut event.comm, current_comm());
     });
     Ok(())
 }
 
 #[inline(always)]
 fn on_listener_close(sk: u64) -> Result<(), i32> {
-    let config = config();
-    let offsets = &config.offsets;
-    let Some(listener) = sock_endpoints(offsets, sk)? else {
+    let Some(listener) = sock_endpoints(sk)? else {
         return Ok(());
     };
     // Still attached to its file: close() moves the state before orphaning the socket.
-    let socket = read::<u64>(sk, offsets.sk_socket)?;
+    let socket = read::<u64>(sk, config_field!(offsets.sk_socket))?;
     if socket == 0 {
         return Ok(());
     }
-    let drops = read::<u32>(sk, offsets.sk_drops)?;
-    let inode = read::<u64>(socket + offsets.socket_inode as u64, offsets.inode_ino)? as u32;
+    let drops = read::<u32>(sk, config_field!(offsets.sk_drops))?;
+    let inode_at = socket + u64::from(config_field!(offsets.socket_inode));
+    let inode = read::<u64>(inode_at, config_field!(offsets.inode_ino))? as u32;
     emit::send(|event| {
         event.kind = EventKind::ListenerClosed as u32;
         listener.write_to(event);
@@ -301,7 +305,7 @@ fn report_early_accept(
         stamps,
         now.max(early.accepted_ns),
         (early.pid, early.tid),
-        early.comm,
+        load_comm(&early.comm),
         pending,
     );
 }

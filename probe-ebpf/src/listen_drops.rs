@@ -25,10 +25,8 @@ use probe_common::{COUNTED_AT_ACK, EventKind, ListenCounters, STAGE_LISTEN_DROPS
 
 use crate::{
     emit, failures,
-    kernel::{read, sock_endpoints},
-    maps::{
-        LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, SK_STATE_OFFSET, config, port_wanted,
-    },
+    kernel::{read, sock_endpoints, sock_state},
+    maps::{LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, config_field, port_traced},
 };
 
 #[fentry(function = "tcp_conn_request")]
@@ -138,7 +136,7 @@ fn mib_block(counters: &ListenCounters, listener: u64) -> Result<u64, i32> {
     // SAFETY: bpf_get_smp_processor_id takes no argument and only returns the CPU number.
     let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
     let cpu_offset = read::<u64>(counters.per_cpu_offsets + cpu * 8, 0)?;
-    let net = read::<u64>(listener, config().offsets.sk_net)?;
+    let net = read::<u64>(listener, config_field!(offsets.sk_net))?;
     Ok(read::<u64>(net, counters.net_statistics)? + cpu_offset)
 }
 
@@ -189,7 +187,7 @@ fn snapshot(sk: u64) {
 /// socket, and when a counter cannot be read, rather than report a false "moved".
 #[inline(always)]
 fn take_snapshot(slot: &mut ListenSnapshot, sk: u64) -> Result<(), i32> {
-    if i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?) != TCP_LISTEN {
+    if sock_state(sk)? != TCP_LISTEN {
         return Ok(());
     }
     let counters = LISTEN_COUNTERS.load();
@@ -254,11 +252,10 @@ fn moved(slot: &ListenSnapshot) -> u64 {
 
 #[inline(always)]
 fn report(listener: u64, counted: u32) -> Result<(), i32> {
-    let config = config();
-    let Some(endpoints) = sock_endpoints(&config.offsets, listener)? else {
+    let Some(endpoints) = sock_endpoints(listener)? else {
         return Ok(());
     };
-    if !port_wanted(&config, endpoints.local_port) {
+    if !port_traced(endpoints.local_port) {
         return Ok(());
     }
     emit::send(|event| {

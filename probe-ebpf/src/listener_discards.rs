@@ -8,8 +8,7 @@ use probe_common::{EventKind, STAGE_LISTENER_DISCARDS, TCP_LISTEN};
 
 use crate::{
     emit, failures,
-    kernel::{read, sock_endpoints},
-    maps::config,
+    kernel::{sock_endpoints, sock_state},
 };
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -26,13 +25,12 @@ pub fn listener_discards_kfree_skb(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
-    let config = config();
-    if i32::from(read::<u8>(listener, config.offsets.sk_state)?) != TCP_LISTEN {
+    if sock_state(listener)? != TCP_LISTEN {
         return Ok(());
     }
     // Not filtered by port: attributing the namespace's drop counters needs every listener's
     // discards, and they are rare.
-    let Some(endpoints) = sock_endpoints(&config.offsets, listener)? else {
+    let Some(endpoints) = sock_endpoints(listener)? else {
         return Ok(());
     };
     emit::send(|event| {

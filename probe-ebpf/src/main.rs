@@ -12,8 +12,8 @@
 //! - `phases`: after accept(), the first read and the first response byte.
 //!
 //! The other modules are shared: `maps` (maps and load-time globals), `kernel` (reading kernel
-//! memory), `packet` (parsing received packets), `emit` (events to userspace) and `failures`
-//! (kernel reads that failed, counted per stage).
+//! memory), `packet` (parsing received packets), `emit` (events to userspace), `failures`
+//! (kernel reads that failed, counted per stage) and `words` (addresses and task names as words).
 //!
 //! Data flows one way: each program timestamps its stage, keeps what a later stage needs in a
 //! bounded LRU map, and sends one `ConnEvent` per stage to userspace through `EVENTS`.
@@ -34,6 +34,7 @@ mod phases;
 mod queues;
 mod syn;
 mod synack_retransmit;
+mod words;
 
 #[cfg(not(test))]
 #[panic_handler]

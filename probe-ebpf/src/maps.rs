@@ -58,11 +58,6 @@ pub static SYN_CONSUMER_START: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static SYN_CONSUMER_END: Global<u64> = Global::new(0);
 
-/// `sock.sk_state`, on its own for the same reason: the data-ready hooks run for every socket
-/// that receives data and test this one byte first.
-#[unsafe(no_mangle)]
-pub static SK_STATE_OFFSET: Global<u32> = Global::new(0);
-
 /// Events to userspace. 4 MiB holds about 37,000 events: several seconds of a SYN flood even if
 /// userspace stalls; anything beyond is counted in `LOST`.
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
@@ -198,22 +193,16 @@ pub static LISTEN_SNAPSHOT: PerCpuArray<ListenSnapshot> = PerCpuArray::with_max_
 #[map]
 pub static QUEUES: LruHashMap<ListenerKey, QueueDepths> = LruHashMap::with_max_entries(4096, 0);
 
-/// The whole configuration. A copy: the volatile load reads all of it, field by field (about
-/// 30 loads), so hot paths read the fields they need with `config_field!` instead.
-#[inline(always)]
-pub fn config() -> ProbeConfig {
-    CONFIG.load()
-}
-
 /// `CONFIG` as the `ProbeConfig` it wraps (`Global` is `repr(transparent)`).
 #[inline(always)]
 pub fn config_ptr() -> *const ProbeConfig {
     (&raw const CONFIG).cast()
 }
 
-/// One field of `CONFIG` (`config_field!(offsets.sk_num)`), read on its own: the read is
+/// One field of `CONFIG` (`config_field!(offsets.sk_net)`), read on its own: the read is
 /// volatile, as `Global::load` is, so that the compiler does not fold in the placeholder value
-/// that userspace replaces at load.
+/// that userspace replaces at load. Programs read only the fields they need: `Global::load` of
+/// the whole configuration reads all of it, field by field (about 30 loads).
 macro_rules! config_field {
     ($($field:ident).+) => {
         // SAFETY: `config_ptr` points to a static that lives as long as the program, and every
@@ -228,14 +217,6 @@ macro_rules! config_field {
 pub(crate) use config_field;
 
 /// True when `port` (host order) is one the user asked to trace.
-#[inline(always)]
-pub fn port_wanted(config: &ProbeConfig, port: u16) -> bool {
-    // SAFETY: only the presence of the entry is used, never a reference to its value.
-    config.filter_ports == 0 || unsafe { PORTS.get(&port) }.is_some()
-}
-
-/// `port_wanted` for paths that do not load the whole configuration: reads only the filter
-/// switch.
 #[inline(always)]
 pub fn port_traced(port: u16) -> bool {
     let filter_ports: u32 = config_field!(filter_ports);

@@ -7,8 +7,9 @@
 use probe_common::{AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{read, v4_mapped},
+    kernel::{net_inum, read},
     maps::config_field,
+    words::{Addr, v4_mapped},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -18,8 +19,8 @@ pub struct Segment {
     pub sequence: u32,
     pub local_port: u16,
     pub remote_port: u16,
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
+    pub local_addr: Addr,
+    pub remote_addr: Addr,
     pub family: u16,
 }
 
@@ -52,21 +53,12 @@ impl IpHead {
     }
 
     #[inline(always)]
-    fn v4(&self, word: usize) -> [u8; 4] {
-        self.words[word].to_ne_bytes()
-    }
-
-    #[inline(always)]
-    fn v6(&self, word: usize) -> [u8; 16] {
-        let [a, b, c, d] = [
-            self.words[word].to_ne_bytes(),
-            self.words[word + 1].to_ne_bytes(),
-            self.words[word + 2].to_ne_bytes(),
-            self.words[word + 3].to_ne_bytes(),
-        ];
+    fn v6(&self, word: usize) -> Addr {
         [
-            a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
-            d[2], d[3],
+            self.words[word],
+            self.words[word + 1],
+            self.words[word + 2],
+            self.words[word + 3],
         ]
     }
 }
@@ -88,7 +80,7 @@ pub fn skb_netns(skb: u64) -> Result<u32, i32> {
         return Err(0);
     }
     let net = read::<u64>(dev, config_field!(offsets.netdev_net))?;
-    read::<u32>(net, config_field!(offsets.net_inum))
+    net_inum(net)
 }
 
 /// Parses the IP and TCP headers of a received TCP segment whose flags, masked with `mask`, are
@@ -115,7 +107,7 @@ pub fn parse_tcp(skb: u64, mask: u8, flags: u8) -> Result<Option<Segment>, i32> 
             if ip.byte(9) != IPPROTO_TCP {
                 return Ok(None);
             }
-            (AF_INET, v4_mapped(ip.v4(3)), v4_mapped(ip.v4(4)))
+            (AF_INET, v4_mapped(ip.words[3]), v4_mapped(ip.words[4]))
         }
         // No next-header test: with extension headers it is not TCP's, and the callers only
         // pass TCP segments (transport_header already points past the extensions).

@@ -20,7 +20,8 @@ use probe_common::{EventKind, Followed, PENDING_FOLLOWED_REMOVED, STAGE_PHASES};
 use crate::{
     emit, failures,
     kernel::{fexit_return, sock_endpoints},
-    maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, config, tally},
+    maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, tally},
+    words::{load_comm, store_comm},
 };
 
 #[btf_tracepoint(function = "sock_recv_length")]
@@ -122,8 +123,7 @@ fn on_send(sk: u64) -> Result<(), i32> {
     };
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
-    let config = config();
-    let Some(mut endpoints) = sock_endpoints(&config.offsets, sk)? else {
+    let Some(mut endpoints) = sock_endpoints(sk)? else {
         return Ok(());
     };
     // Read before the removal, so that a failed read leaves the entry rather than removing it
@@ -142,7 +142,7 @@ fn on_send(sk: u64) -> Result<(), i32> {
         event.kind = EventKind::FirstResponse as u32;
         endpoints.write_to(event);
         event.pid = followed.pid;
-        event.comm = followed.comm;
+        store_comm(&mut event.comm, load_comm(&followed.comm));
         event.syn_ns = followed.syn_ns;
         event.established_ns = followed.established_ns;
         event.accepted_ns = followed.accepted_ns;

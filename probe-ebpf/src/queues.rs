@@ -11,12 +11,12 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{KernelOffsets, ListenerKey, QueueDepths, STAGE_QUEUES, TCP_LISTEN};
+use probe_common::{ListenerKey, QueueDepths, STAGE_QUEUES, SockHead, TCP_LISTEN};
 
 use crate::{
     failures,
     kernel::{net_inum, read},
-    maps::{QUEUES, SK_STATE_OFFSET, config, config_field, port_wanted},
+    maps::{QUEUES, config_field, port_traced},
 };
 
 #[btf_tracepoint(function = "sk_data_ready")]
@@ -39,8 +39,7 @@ pub fn queues_kprobe(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Called for every socket with new data: one read rejects all but listeners, before the
-/// configuration is loaded.
+/// Called for every socket with new data: one read rejects all but listeners.
 #[inline(always)]
 fn on_data_ready(sk: u64) {
     failures::count(STAGE_QUEUES, on_socket_woken(sk));
@@ -48,27 +47,15 @@ fn on_data_ready(sk: u64) {
 
 #[inline(always)]
 fn on_socket_woken(sk: u64) -> Result<(), i32> {
-    if i32::from(read::<u8>(sk, SK_STATE_OFFSET.load())?) != TCP_LISTEN {
+    // State and port in one read (see SockHead).
+    let head = read::<SockHead>(sk, 0)?;
+    if i32::from(head.state) != TCP_LISTEN || !port_traced(head.num) {
         return Ok(());
     }
-    let config = config();
-    on_listener_woken(&config.offsets, sk, &config)
-}
-
-#[inline(always)]
-fn on_listener_woken(
-    offsets: &KernelOffsets,
-    sk: u64,
-    config: &probe_common::ProbeConfig,
-) -> Result<(), i32> {
-    let port = read::<u16>(sk, offsets.sk_num)?;
-    if !port_wanted(config, port) {
-        return Ok(());
-    }
-    let netns = net_inum(offsets, read::<u64>(sk, offsets.sk_net)?)?;
-    let accept_queue = read::<u32>(sk, offsets.sk_ack_backlog)?;
-    let syn_queue = read::<u32>(sk, offsets.icsk_syn_queue_len)?;
-    let backlog = read::<u32>(sk, offsets.sk_max_ack_backlog)?;
+    let port = head.num;
+    let netns = net_inum(read::<u64>(sk, config_field!(offsets.sk_net))?)?;
+    let (accept_queue, backlog) = accept_queue_and_backlog(sk)?;
+    let syn_queue = read::<u32>(sk, config_field!(offsets.icsk_syn_queue_len))?;
     let key = ListenerKey::new(netns, port);
     match QUEUES.get_ptr_mut(&key) {
         Some(depths) => {
@@ -92,6 +79,20 @@ fn on_listener_woken(
         }
     }
     Ok(())
+}
+
+/// A listener's accept-queue length and limit: one read where they sit side by side, as they
+/// have since 5.x (`sk_ack_backlog`, then `sk_max_ack_backlog`).
+#[inline(always)]
+fn accept_queue_and_backlog(sk: u64) -> Result<(u32, u32), i32> {
+    let length_at: u32 = config_field!(offsets.sk_ack_backlog);
+    let limit_at: u32 = config_field!(offsets.sk_max_ack_backlog);
+    if limit_at == length_at + 4 {
+        let [length, limit] = read::<[u32; 2]>(sk, length_at)?;
+        Ok((length, limit))
+    } else {
+        Ok((read::<u32>(sk, length_at)?, read::<u32>(sk, limit_at)?))
+    }
 }
 
 /// Raises the SYN-queue maximum of the listener `sk` (namespace `netns`, port `port`) to its

@@ -22,10 +22,11 @@ use probe_common::{EventKind, FlowKey, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
 
 use crate::{
     emit, failures,
-    kernel::read,
+    kernel::{net_inum, read},
     maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced, tally},
     packet::{Segment, parse_tcp, skb_netns},
     queues::sample_syn_queue,
+    words::store_addr,
 };
 
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -124,7 +125,7 @@ fn syn_segment(skb: u64) -> Result<Option<Segment>, i32> {
 fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     let netns = if listener != 0 {
         let net = read::<u64>(listener, config_field!(offsets.sk_net))?;
-        let netns = read::<u32>(net, config_field!(offsets.net_inum))?;
+        let netns = net_inum(net)?;
         // The SYN queue is deepest when SYNs arrive (under a SYN flood no child may ever be
         // queued, and the queues stage never samples it): sample it here, where the listener
         // is at hand (fentry and kprobe backends).
@@ -136,13 +137,15 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let key = FlowKey {
+    let mut key = FlowKey {
         netns,
         local_port: segment.local_port,
         remote_port: segment.remote_port,
-        local_addr: segment.local_addr,
-        remote_addr: segment.remote_addr,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
     };
+    store_addr(&mut key.local_addr, segment.local_addr);
+    store_addr(&mut key.remote_addr, segment.remote_addr);
     // Keep the first SYN of a handshake: when it was dropped and the client retried, the client
     // waited since the first one. A retry repeats the initial sequence number; a new connection
     // that reuses the 4-tuple of an abandoned one does not.
@@ -175,8 +178,8 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
         event.family = segment.family;
         event.local_port = segment.local_port;
         event.remote_port = segment.remote_port;
-        event.local_addr = segment.local_addr;
-        event.remote_addr = segment.remote_addr;
+        store_addr(&mut event.local_addr, segment.local_addr);
+        store_addr(&mut event.remote_addr, segment.remote_addr);
         event.syn_ns = now;
         event.pending = pending;
     });

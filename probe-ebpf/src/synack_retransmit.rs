@@ -13,7 +13,7 @@ use probe_common::{EventKind, STAGE_SYNACK_RETRANSMIT};
 use crate::{
     emit, failures,
     kernel::{fexit_return, sock_endpoints},
-    maps::{FEXIT_RETURN, SYNACK_REQUESTS, config, port_wanted},
+    maps::{FEXIT_RETURN, SYNACK_REQUESTS, port_traced},
     queues::sample_syn_queue,
 };
 
@@ -64,13 +64,12 @@ pub fn synack_retransmit_kretprobe(ctx: RetProbeContext) -> u32 {
 /// `listener` is 0 where the hook does not have it.
 #[inline(always)]
 fn on_retransmit(request: u64, listener: u64) -> Result<(), i32> {
-    let config = config();
     // A request sock starts with the same `sock_common` as a full socket: local port, peer and
     // namespace read the same way.
-    let Some(request) = sock_endpoints(&config.offsets, request)? else {
+    let Some(request) = sock_endpoints(request)? else {
         return Ok(());
     };
-    if !port_wanted(&config, request.local_port) {
+    if !port_traced(request.local_port) {
         return Ok(());
     }
     // Under a SYN flood no child may ever be queued to wake the listener (see queues.rs), but

@@ -47,6 +47,12 @@ pub fn resolve(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         file_private_data: btf.member_offset("file", "private_data")?,
         socket_sk: btf.member_offset("socket", "sk")?,
     };
+    // The programs read the start of sock_common whole (see probe_common::SockHead).
+    if let Some((member, offset)) = offsets.sock_layout_mismatch() {
+        anyhow::bail!(
+            "this kernel's struct sock_common has {member} at byte {offset}, a layout synscope does not know"
+        );
+    }
     Ok(offsets)
 }
 
@@ -132,9 +138,24 @@ mod tests {
         };
         let offsets = resolve(&btf).unwrap();
         // sock_common sits at the start of sock; its family comes before the state.
-        assert!(offsets.sk_family < offsets.sk_state);
+        assert_eq!(offsets.sock_layout_mismatch(), None);
+        assert_eq!((offsets.sk_family, offsets.sk_state), (16, 18));
         assert!(offsets.sk_ack_backlog > offsets.sk_state);
         assert_ne!(offsets.skb_head, offsets.skb_dev);
+    }
+
+    /// A kernel whose sock_common moved is refused, naming the member.
+    #[test]
+    fn a_moved_sock_common_member_is_named() {
+        let btf = Btf::from_kernel().unwrap();
+        let mut offsets = resolve(&btf).unwrap();
+        offsets.sk_v6_rcv_saddr += 4;
+        assert_eq!(
+            offsets.sock_layout_mismatch(),
+            Some(("skc_v6_rcv_saddr", offsets.sk_v6_rcv_saddr))
+        );
+        offsets.sk_num = 12;
+        assert_eq!(offsets.sock_layout_mismatch(), Some(("skc_num", 12)));
     }
 
     /// What the listen_drops and io_uring programs need from BTF, on this kernel.

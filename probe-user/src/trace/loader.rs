@@ -120,7 +120,6 @@ impl Tracer {
             .override_global("CONFIG", &config, true)
             .override_global("SYN_CONSUMER_START", &syn_consumer_start, true)
             .override_global("SYN_CONSUMER_END", &syn_consumer_end, true)
-            .override_global("SK_STATE_OFFSET", &offsets.sk_state, true)
             .override_global("LISTEN_COUNTERS", &listen_counters, true)
             .override_global("IO_URING", &io_uring, true)
             .override_global("FOLLOW_RESPONSES", &follow_responses, true)
