@@ -1,8 +1,15 @@
 //! Stage 3, accept().
 //!
-//! fentry and kprobe backends: the return of `inet_csk_accept`, the accepted child itself;
-//! covers accept(2), accept4(2), io_uring and in-kernel accepts. Only the return value is read,
-//! so one program serves the signature before and after 6.10.
+//! fentry backend: the return of `inet_csk_accept`, the accepted child itself; covers
+//! accept(2), accept4(2), io_uring and in-kernel accepts. Only the return value is read, so one
+//! program serves the signature before and after 6.10.
+//!
+//! kprobe backend: the entry of `security_sock_graft(sk, parent)`, which accept() calls (from
+//! `sock_graft`) with the child it took from the queue, for every path `inet_csk_accept` covers.
+//! Not the kretprobe of `inet_csk_accept`: a thread holds one of a kretprobe's few instances
+//! (max(10, 2 x CPUs)) for as long as it sleeps in accept(), so a larger pool of threads blocked
+//! there ran out and the accepts of the rest went unseen. The kretprobe stays the fallback on
+//! kernels built without LSM hooks, which lack the function.
 //!
 //! Tracepoint backend: the exits of accept(2) and accept4(2). The syscall returns a file
 //! descriptor; the accepted child is found by walking the calling task's file table:
@@ -16,8 +23,10 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, fexit, kretprobe, tracepoint},
-    programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, kprobe, kretprobe, tracepoint},
+    programs::{
+        BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext,
+    },
 };
 use probe_common::{
     ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, PENDING_CHILD_REMOVED,
@@ -83,6 +92,17 @@ fn on_io_uring_complete(request: u64) -> Result<(), i32> {
 #[fexit(function = "inet_csk_accept")]
 pub fn accept_fexit(ctx: FExitContext) -> u32 {
     if let Ok(child) = fexit_return::<u64>(&ctx, FEXIT_RETURN.load().inet_csk_accept)
+        && child != 0
+    {
+        failures::count(STAGE_ACCEPT, on_accepted_sock(child));
+    }
+    0
+}
+
+#[kprobe]
+pub fn accept_kprobe_graft(ctx: ProbeContext) -> u32 {
+    // Other protocols graft their accepted sockets too: on_accepted_sock keeps TCP's.
+    if let Some(child) = ctx.arg::<u64>(0)
         && child != 0
     {
         failures::count(STAGE_ACCEPT, on_accepted_sock(child));

@@ -28,7 +28,9 @@ fn io_uring_accepts_are_measured() {
     // Before 5.19 the io_uring_complete tracepoint does not pass the request: with tracepoints
     // alone io_uring accepts are invisible, and the report must say so rather than show 0
     // as if nothing had been accepted without a word.
-    let kernel_accepts = accept_hook.starts_with("fexit/") || accept_hook.starts_with("kretprobe/");
+    let kernel_accepts = ["fexit/", "kprobe/", "kretprobe/"]
+        .iter()
+        .any(|backend| accept_hook.starts_with(backend));
     if !kernel_accepts && !accept_hook.contains("io_uring") {
         let why = traced
             .report

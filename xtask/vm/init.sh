@@ -54,7 +54,7 @@ show_failures() {
 # kernel's kprobe there and counts its skips (kprobe_profile's third column); tracing stays
 # off: counted, not recorded. Keep the list to the kprobe functions of synscope's hook plan
 # (probe-user/src/trace/hooks/plan.rs; a unit test checks it).
-WATCHED_KPROBES="tcp_conn_request tcp_set_state inet_csk_listen_start inet_csk_accept
+WATCHED_KPROBES="tcp_conn_request tcp_set_state inet_csk_listen_start security_sock_graft inet_csk_accept
   sock_def_readable tcp_check_req cookie_v4_check cookie_v6_check tcp_req_err tcp_rtx_synack
   tcp_recvmsg tcp_sendmsg"
 watch_kprobes() {

@@ -24,6 +24,10 @@
 //! `scenario listeners --first-port P --count N --busy K`: N listeners on 127.0.0.1, ports P
 //! to P+N-1, each connected to and accepted once, the first K times; then all closed.
 //!
+//! `scenario pool --listen ADDR --acceptors N --connections M`: a worker pool: N threads that
+//! each block in accept(2) on one listener, and M clients one after another, each waiting for
+//! the server's close. Exits 0 when all M were accepted; prints how many threads accepted.
+//!
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
 //! by design (a full queue): it prints how many connected and exits 0. `--fastopen 1`: each
@@ -98,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         Some("request") => request_response(&flags(2)?),
         Some("reuseport") => reuseport(&flags(2)?),
         Some("listeners") => many_listeners(&flags(2)?),
+        Some("pool") => worker_pool(&flags(2)?),
         _ => together(),
     }
 }
@@ -271,6 +276,63 @@ fn many_listeners(flags: &std::collections::HashMap<String, String>) -> anyhow::
         }
     }
     Ok(())
+}
+
+fn worker_pool(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {
+    use std::collections::BTreeSet;
+    let addr: SocketAddr = flag(flags, "listen", None)?;
+    let acceptors: usize = flag(flags, "acceptors", None)?;
+    let connections: usize = flag(flags, "connections", None)?;
+    let listener = Arc::new(listener(addr, 128)?);
+    let accepted_by = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    for _ in 0..acceptors {
+        let (listener, accepted_by) = (listener.clone(), accepted_by.clone());
+        thread::spawn(move || {
+            // SAFETY: gettid takes no argument and cannot fail.
+            let tid = unsafe { libc::gettid() };
+            while let Ok((stream, _)) = listener.accept() {
+                accepted_by.lock().map(|mut t| t.insert(tid)).ok();
+                drop(stream);
+            }
+        });
+    }
+    // Every worker blocked in accept() before the first client.
+    wait_for_threads_blocked(acceptors)?;
+    for _ in 0..connections {
+        let mut stream = TcpStream::connect(addr)?;
+        // The server's close (a read of 0 bytes): the connection was accepted.
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte)? != 0 {
+            bail!("the server sent data instead of closing");
+        }
+    }
+    let threads = accepted_by.lock().map(|t| t.len()).unwrap_or(0);
+    println!("scenario: {connections} accepted by {threads} threads of {acceptors}");
+    // The workers stay blocked in accept(): exit without waiting for them.
+    std::process::exit(0)
+}
+
+/// Waits until `count` threads of this process sleep (state S in /proc), as threads blocked in
+/// accept() do; gives up after 10 s.
+fn wait_for_threads_blocked(count: usize) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sleeping = std::fs::read_dir("/proc/self/task")?
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                // The state follows the name, which is in parentheses.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('S'))
+            })
+            .count();
+        if sleeping >= count {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{sleeping} of {count} workers blocked in accept() after 10 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn connect_alone(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {

@@ -126,6 +126,16 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                     function: "inet_csk_accept",
                 }
             ),
+            // Where accept() grafts the child: a kprobe, which a pool of threads sleeping in
+            // accept() cannot exhaust as it does a kretprobe's instances (see accept.rs).
+            one!(
+                HookKind::Kprobe,
+                "kprobe/security_sock_graft",
+                "accept_kprobe_graft",
+                Attach::KProbe {
+                    function: "security_sock_graft",
+                }
+            ),
             one!(
                 HookKind::Kprobe,
                 "kretprobe/inet_csk_accept",
