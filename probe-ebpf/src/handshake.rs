@@ -23,9 +23,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    ChildStamps, EventKind, FlowKey, PENDING_CHILD_ADDED, PENDING_CHILD_REMOVED,
-    PENDING_SYN_REMOVED, STAGE_HANDSHAKE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN,
-    TCP_SYN_RECV,
+    ChildStamps, EventKind, PENDING_CHILD_ADDED, PENDING_CHILD_REMOVED, PENDING_SYN_REMOVED,
+    STAGE_HANDSHAKE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -36,7 +35,7 @@ use crate::{
         CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SYN_TIMES, child_stamps, config_field,
         port_traced, tally,
     },
-    words::{current_comm, load_comm, store_addr, store_comm},
+    words::{current_comm, flow_key, load_comm, store_comm},
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -172,15 +171,11 @@ fn on_established(sk: u64) -> Result<(), i32> {
     }
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut key = FlowKey {
-        netns: child.netns,
-        local_port: child.local_port,
-        remote_port: child.remote_port,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-    };
-    store_addr(&mut key.local_addr, child.local_addr());
-    store_addr(&mut key.remote_addr, child.remote_addr());
+    let key = flow_key(
+        child.netns,
+        (child.local_port, child.remote_port),
+        (child.local_addr(), child.remote_addr()),
+    );
     // Read before any map changes, so that a failed read cannot leave one unreported (see
     // below for why the socket matters).
     let unaccepted = read::<u64>(sk, config_field!(offsets.sk_socket))? == 0;

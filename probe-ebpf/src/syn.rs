@@ -18,7 +18,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{EventKind, FlowKey, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
+use probe_common::{EventKind, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
 
 use crate::{
     emit, failures,
@@ -26,7 +26,7 @@ use crate::{
     maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced, tally},
     packet::{Segment, parse_tcp, skb_netns},
     queues::sample_syn_queue,
-    words::store_addr,
+    words::{flow_key, store_addr},
 };
 
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -137,15 +137,11 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let mut key = FlowKey {
+    let key = flow_key(
         netns,
-        local_port: segment.local_port,
-        remote_port: segment.remote_port,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-    };
-    store_addr(&mut key.local_addr, segment.local_addr);
-    store_addr(&mut key.remote_addr, segment.remote_addr);
+        (segment.local_port, segment.remote_port),
+        (segment.local_addr, segment.remote_addr),
+    );
     // Keep the first SYN of a handshake: when it was dropped and the client retried, the client
     // waited since the first one. A retry repeats the initial sequence number; a new connection
     // that reuses the 4-tuple of an abandoned one does not.

@@ -28,6 +28,25 @@ pub fn store_addr(field: &mut [u8; 16], addr: Addr) {
     unsafe { (field as *mut [u8; 16]).cast::<Addr>().write(addr) }
 }
 
+/// The key of a connection in progress (`SYN_TIMES`), with its addresses stored as words.
+#[inline(always)]
+pub fn flow_key(
+    netns: u32,
+    (local_port, remote_port): (u16, u16),
+    (local_addr, remote_addr): (Addr, Addr),
+) -> FlowKey {
+    let mut key = FlowKey {
+        netns,
+        local_port,
+        remote_port,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+    };
+    store_addr(&mut key.local_addr, local_addr);
+    store_addr(&mut key.remote_addr, remote_addr);
+    key
+}
+
 /// Stores `comm` into a task-name field of `ConnEvent`, `Followed` or `EarlyAccept`.
 #[inline(always)]
 pub fn store_comm(field: &mut [u8; 16], comm: Comm) {
