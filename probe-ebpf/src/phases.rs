@@ -6,8 +6,14 @@
 //! Tracepoint backend (6.3+): `sock:sock_recv_length` and `sock:sock_send_length`, which see
 //! every socket's receive and send with their result.
 //!
-//! fentry and kprobe backends: the return of `tcp_recvmsg` (bytes read) and the entry of
-//! `tcp_sendmsg` (bytes handed over to send).
+//! fentry backend: the return of `tcp_recvmsg` (bytes read) and the entry of `tcp_sendmsg`
+//! (bytes handed over to send).
+//!
+//! kprobe backend: the entry of `tcp_cleanup_rbuf(sk, copied)`, which a TCP receive calls with
+//! the bytes it copied just before it returns them, and the entry of `tcp_sendmsg`. Not a
+//! kretprobe of `tcp_recvmsg`: every thread asleep in a receive holds one of a kretprobe's
+//! max(10, 2 x CPUs) instances, and a server with more handler threads waiting for their
+//! requests than that left first reads unseen. The kretprobe stays as the fallback.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -60,8 +66,20 @@ pub fn phases_fentry_sendmsg(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// A kretprobe has no arguments: the socket is kept from the entry, per task (a receive may
-/// sleep).
+/// A receive that copied bytes: `copied` > 0. Also called, with what it copied so far, before a
+/// receive sleeps for more than it has (SO_RCVLOWAT): those bytes are in the handler's hands.
+#[kprobe]
+pub fn phases_kprobe_cleanup_rbuf(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(copied)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1))
+        && copied > 0
+    {
+        on_read(sk);
+    }
+    0
+}
+
+/// Fallback where `tcp_cleanup_rbuf` cannot be probed. A kretprobe has no arguments: the
+/// socket is kept from the entry, per task (a receive may sleep).
 #[kprobe]
 pub fn phases_kprobe_recvmsg(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0)

@@ -11,7 +11,7 @@ fn expected(backend: &str, stage: &str) -> Option<&'static str> {
         ("fentry", "listen_drops") => Some("fentry+fexit/"),
         ("fentry" | "kprobe", "listener_discards") => None,
         ("fentry", _) => Some("fentry/"),
-        ("kprobe", "synack_retransmit" | "phases") => Some("kretprobe/"),
+        ("kprobe", "synack_retransmit") => Some("kretprobe/"),
         ("kprobe", "listen_drops") => Some("kprobe+kretprobe/"),
         ("kprobe", _) => Some("kprobe/"),
         (_, "accept") => Some("tracepoint/syscalls:sys_exit_accept{,4}"),

@@ -113,3 +113,37 @@ fn phases_none_leaves_them_out() {
         traced.report.unobserved
     );
 }
+
+/// A thread per connection, each asleep in read() until its request comes: more of them than
+/// a kretprobe has instances (max(10, 2 x CPUs) by default, one held by each thread asleep in
+/// the probed function). Every first read is still seen.
+#[test]
+fn every_first_read_of_more_handlers_than_a_kretprobes_instances_is_seen() {
+    require_root();
+    let netns = Netns::new("phases-handlers");
+    let port = 7192;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let handlers = (2 * cpus).max(10) as u64 + 14;
+    let traced = synscope_run(
+        &[],
+        &scenario!(
+            &netns,
+            "handlers",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            &handlers.to_string()
+        ),
+    );
+    let listener = traced.listener(&netns, port);
+    assert_eq!(listener.accepted, handlers, "{listener:#?}");
+    if traced.hook("phases") == Some("unavailable") {
+        assert_eq!(listener.first_responses, None);
+        return;
+    }
+    assert_eq!(listener.first_responses, Some(handlers), "{listener:#?}");
+    // A first read unseen would show as a response sent before any request.
+    assert_eq!(listener.responded_unasked, Some(0), "{listener:#?}");
+    let read_wait = listener.read_wait_us.as_ref().expect("traced");
+    assert_eq!(read_wait.count, handlers, "{listener:#?}");
+}

@@ -56,7 +56,7 @@ show_failures() {
 # (probe-user/src/trace/hooks/plan.rs; a unit test checks it).
 WATCHED_KPROBES="tcp_conn_request tcp_set_state inet_csk_listen_start security_sock_graft inet_csk_accept
   sock_def_readable tcp_check_req cookie_v4_check cookie_v6_check tcp_req_err tcp_rtx_synack
-  tcp_recvmsg tcp_sendmsg"
+  tcp_cleanup_rbuf tcp_recvmsg tcp_sendmsg"
 watch_kprobes() {
   echo 0 > /sys/kernel/tracing/tracing_on
   for function in $WATCHED_KPROBES; do

@@ -28,6 +28,11 @@
 //! each block in accept(2) on one listener, and M clients one after another, each waiting for
 //! the server's close. Exits 0 when all M were accepted; prints how many threads accepted.
 //!
+//! `scenario handlers --listen ADDR --connections N`: N clients connected at once, each handed on
+//! accept to a thread of its own that blocks in read(2) until the request comes; the clients
+//! send their requests only once all N handlers sleep in read, then wait for the answers.
+//! Exits 0 when all N were answered.
+//!
 //! `scenario connect --to ADDR --connections N --hold-ms H --timeout-ms X`: N concurrent
 //! clients that connect (giving up after X ms) and hold the connection for H ms. Some may fail
 //! by design (a full queue): it prints how many connected and exits 0. `--fastopen 1`: each
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Some("reuseport") => reuseport(&flags(2)?),
         Some("listeners") => many_listeners(&flags(2)?),
         Some("pool") => worker_pool(&flags(2)?),
+        Some("handlers") => blocked_handlers(&flags(2)?),
         _ => together(),
     }
 }
@@ -312,8 +318,45 @@ fn worker_pool(flags: &std::collections::HashMap<String, String>) -> anyhow::Res
     std::process::exit(0)
 }
 
+fn blocked_handlers(flags: &std::collections::HashMap<String, String>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let addr: SocketAddr = flag(flags, "listen", None)?;
+    let connections: usize = flag(flags, "connections", None)?;
+    let listener = listener(addr, 1024)?;
+    let mut clients = Vec::with_capacity(connections);
+    let mut handlers = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(TcpStream::connect(addr)?);
+        let (mut stream, _) = listener.accept()?;
+        handlers.push(thread::spawn(move || -> anyhow::Result<()> {
+            let mut request = [0u8; 64];
+            if stream.read(&mut request)? == 0 {
+                bail!("a client closed without its request");
+            }
+            stream.write_all(b"HTTP/1.0 204 No Content\r\n\r\n")?;
+            Ok(())
+        }));
+    }
+    // Every handler asleep in read() before the first request.
+    wait_for_threads_blocked(connections)?;
+    for client in &mut clients {
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut answer = [0u8; 64];
+        if client.read(&mut answer)? == 0 {
+            bail!("no answer");
+        }
+    }
+    for handler in handlers {
+        handler
+            .join()
+            .map_err(|_| anyhow::anyhow!("handler panicked"))??;
+    }
+    println!("scenario: {connections} requests answered by as many handlers on {addr}");
+    Ok(())
+}
+
 /// Waits until `count` threads of this process sleep (state S in /proc), as threads blocked in
-/// accept() do; gives up after 10 s.
+/// accept() or read() do; gives up after 10 s.
 fn wait_for_threads_blocked(count: usize) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -329,7 +372,7 @@ fn wait_for_threads_blocked(count: usize) -> anyhow::Result<()> {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            bail!("{sleeping} of {count} workers blocked in accept() after 10 s");
+            bail!("{sleeping} of {count} threads blocked after 10 s");
         }
         thread::sleep(Duration::from_millis(20));
     }

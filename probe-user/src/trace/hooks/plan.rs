@@ -416,6 +416,27 @@ pub const PLAN: &[(Stage, &[Candidate])] = &[
                 ],
                 extra: None,
             },
+            // Where a receive accounts for the bytes it copied: a kprobe, which threads asleep
+            // in a receive cannot exhaust as they do a kretprobe's instances (see phases.rs).
+            Candidate {
+                kind: HookKind::Kprobe,
+                label: "kprobe/tcp_cleanup_rbuf+kprobe/tcp_sendmsg",
+                programs: &[
+                    ProgramSpec {
+                        program: "phases_kprobe_cleanup_rbuf",
+                        attach: Attach::KProbe {
+                            function: "tcp_cleanup_rbuf",
+                        },
+                    },
+                    ProgramSpec {
+                        program: "phases_kprobe_sendmsg",
+                        attach: Attach::KProbe {
+                            function: "tcp_sendmsg",
+                        },
+                    },
+                ],
+                extra: None,
+            },
             Candidate {
                 kind: HookKind::Kprobe,
                 label: "kretprobe/tcp_recvmsg+kprobe/tcp_sendmsg",
