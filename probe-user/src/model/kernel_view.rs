@@ -18,7 +18,8 @@ use crate::{
 struct SocketTrack {
     key: ListenerKey,
     addr: Option<IpAddr>,
-    backlog: u32,
+    /// Unknown for a socket no poll saw (it opened and closed between two).
+    backlog: Option<u32>,
     drops_first: u32,
     drops_last: u32,
     accept_queue_max: u32,
@@ -76,14 +77,14 @@ impl KernelView {
                     .or_insert_with(|| SocketTrack {
                         key: ListenerKey::new(netns, listener.port),
                         addr: Some(listener.addr),
-                        backlog: listener.backlog,
+                        backlog: Some(listener.backlog),
                         drops_first: if first { listener.drops } else { 0 },
                         drops_last: listener.drops,
                         accept_queue_max: 0,
                         accept_queue_last: 0,
                         last_poll: 0,
                     });
-                socket.backlog = listener.backlog;
+                socket.backlog = Some(listener.backlog);
                 socket.drops_last = listener.drops;
                 socket.accept_queue_max = socket.accept_queue_max.max(listener.accept_queue);
                 socket.accept_queue_last = listener.accept_queue;
@@ -101,7 +102,7 @@ impl KernelView {
             .or_insert_with(|| SocketTrack {
                 key,
                 addr: None,
-                backlog: 0,
+                backlog: None,
                 // Never polled: it opened and closed during the session.
                 drops_first: 0,
                 drops_last: drops,
@@ -133,7 +134,7 @@ impl KernelView {
     }
 
     pub fn backlog(&self, key: ListenerKey) -> Option<u32> {
-        self.sockets_of(key).map(|s| s.backlog).max()
+        self.sockets_of(key).filter_map(|s| s.backlog).max()
     }
 
     /// Largest accept queue seen by polling (the kernel programs see the true maximum).
@@ -152,7 +153,7 @@ impl KernelView {
         for socket in latest {
             let queue = open.entry(socket.key).or_default();
             queue.length = queue.length.max(socket.accept_queue_last);
-            queue.backlog = queue.backlog.max(socket.backlog);
+            queue.backlog = queue.backlog.max(socket.backlog.unwrap_or(0));
         }
         open
     }
@@ -250,5 +251,9 @@ mod tests {
         view.socket_closed(ListenerKey::new(1, 81), 11, 3);
         assert_eq!(view.listen_drops(ListenerKey::new(1, 80)), Some(4));
         assert_eq!(view.listen_drops(ListenerKey::new(1, 81)), Some(3));
+        assert_eq!(view.backlog(ListenerKey::new(1, 80)), Some(8));
+        // Opened and closed between two polls: its backlog is unknown, not 0 (the kernel
+        // programs may know it).
+        assert_eq!(view.backlog(ListenerKey::new(1, 81)), None);
     }
 }

@@ -39,7 +39,8 @@ fn reuseport_imbalance(sockets: &[ListenerSocket]) -> Option<String> {
     let dropping = group.iter().find(|s| s.drops > 0)?;
     let roomy = group
         .iter()
-        .find(|s| s.drops == 0 && s.accept_queue_max < s.backlog / 2)?;
+        .find(|s| s.drops == 0 && s.backlog.is_some_and(|b| s.accept_queue_max < b / 2))?;
+    let limit = |backlog: Option<u32>| backlog.map_or_else(|| "?".to_owned(), |b| b.to_string());
     Some(format!(
         "SO_REUSEPORT member {} dropped {} connections (queue up to {} of {}) while member {} \
          had room (queue up to {} of {}): the kernel spreads connections over the members by \
@@ -48,10 +49,10 @@ fn reuseport_imbalance(sockets: &[ListenerSocket]) -> Option<String> {
         dropping.inode,
         dropping.drops,
         dropping.accept_queue_max,
-        dropping.backlog,
+        limit(dropping.backlog),
         roomy.inode,
         roomy.accept_queue_max,
-        roomy.backlog
+        limit(roomy.backlog)
     ))
 }
 

@@ -187,7 +187,7 @@ pub fn accept_loop(l: &ListenerReport) -> Vec<String> {
                     s.inode,
                     s.addr.as_deref().unwrap_or("?"),
                     s.accept_queue_max,
-                    s.backlog,
+                    s.backlog.map_or("?".to_owned(), |b| b.to_string()),
                     s.drops
                 )
             })

@@ -167,14 +167,14 @@ pub(crate) mod sample {
                     ListenerSocket {
                         inode: 51234,
                         addr: Some("0.0.0.0".into()),
-                        backlog: 128,
+                        backlog: Some(128),
                         accept_queue_max: 129,
                         drops: 412,
                     },
                     ListenerSocket {
                         inode: 51235,
                         addr: Some("0.0.0.0".into()),
-                        backlog: 128,
+                        backlog: Some(128),
                         accept_queue_max: 7,
                         drops: 0,
                     },

@@ -266,7 +266,8 @@ pub struct AcceptLoopReport {
 pub struct ListenerSocket {
     pub inode: u32,
     pub addr: Option<String>,
-    pub backlog: u32,
+    /// Null for a socket that opened and closed between two polls.
+    pub backlog: Option<u32>,
     /// The longest its accept queue was at a poll (every second).
     pub accept_queue_max: u32,
     /// Its own drop counter over the run.
