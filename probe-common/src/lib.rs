@@ -265,38 +265,105 @@ impl EventKind {
 ///
 /// Addresses are 16 bytes; IPv4 is stored v4-mapped (`::ffff:a.b.c.d`) so that a SYN seen as an
 /// IPv4 packet matches the child of an IPv6 socket that accepted it.
+///
+/// The first 64 bytes are an [`EventHead`], field for field: the most frequent events (`Syn`,
+/// `Handshake`) send only those, a cache line instead of two, and userspace reads a shorter
+/// record as an event whose other fields are zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnEvent {
     pub kind: u32,
     pub netns: u32,
-    /// Process (tgid) that accepted or listened; 0 for kernel-context events.
-    pub pid: u32,
-    /// The drop reason of a `ListenerDiscard` (kernel `enum skb_drop_reason`); the drop counter
-    /// of a `ListenerClosed`; the `COUNTED_*` bits of a `ListenCounted`.
-    pub reason: u32,
     pub family: u16,
     pub local_port: u16,
     pub remote_port: u16,
     /// `PENDING_*` bits: what the program that sent this event did to the maps of connections
     /// in progress (`Syn`, `Handshake`, `Accept` and `FirstResponse` events).
     pub pending: u16,
-    /// Inode number of a `ListenerClosed` socket.
-    pub socket_inode: u32,
-    /// The thread that accepted (an `Accept`'s).
-    pub tid: u32,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
     /// CLOCK_MONOTONIC nanoseconds; 0 when that stage was not seen (for example a connection
     /// whose SYN arrived before tracing started).
     pub syn_ns: u64,
     pub established_ns: u64,
+    /// Process (tgid) that accepted or listened; 0 for kernel-context events.
+    pub pid: u32,
+    /// The drop reason of a `ListenerDiscard` (kernel `enum skb_drop_reason`); the drop counter
+    /// of a `ListenerClosed`; the `COUNTED_*` bits of a `ListenCounted`.
+    pub reason: u32,
+    /// The thread that accepted (an `Accept`'s).
+    pub tid: u32,
+    /// Inode number of a `ListenerClosed` socket.
+    pub socket_inode: u32,
     pub accepted_ns: u64,
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
     pub comm: [u8; 16],
     /// `FirstResponse` only: the first read that returned bytes, and the first send.
     pub read_ns: u64,
     pub response_ns: u64,
 }
+
+/// The start of every [`ConnEvent`]: which connection, and its first two stages. Sent alone by
+/// the `Syn` and `Handshake` programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHead {
+    pub kind: u32,
+    pub netns: u32,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub pending: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub syn_ns: u64,
+    pub established_ns: u64,
+}
+
+impl ConnEvent {
+    /// The event's first 64 bytes, as an [`EventHead`] (the same fields at the same offsets,
+    /// checked below).
+    pub fn head_mut(&mut self) -> &mut EventHead {
+        // SAFETY: EventHead is a prefix of ConnEvent's layout (asserted field by field below),
+        // with no stricter alignment; the borrow of `self` covers it.
+        unsafe { &mut *(self as *mut Self).cast::<EventHead>() }
+    }
+
+    /// An event from a ring-buffer record: a whole `ConnEvent`, or an `EventHead` whose other
+    /// fields are then zero; `None` for a record shorter than a head.
+    pub fn from_record(record: &[u8]) -> Option<Self> {
+        if record.len() < core::mem::size_of::<EventHead>() {
+            return None;
+        }
+        let mut event = Self::zeroed();
+        let length = record.len().min(core::mem::size_of::<Self>());
+        // SAFETY: `length` bytes fit in both; every bit pattern is a valid ConnEvent (plain
+        // integers and byte arrays); the copy does not assume the record's alignment.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                record.as_ptr(),
+                (&mut event as *mut Self).cast::<u8>(),
+                length,
+            );
+        }
+        Some(event)
+    }
+}
+
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<EventHead>() == 64 && align_of::<EventHead>() <= align_of::<ConnEvent>());
+    assert!(offset_of!(ConnEvent, kind) == offset_of!(EventHead, kind));
+    assert!(offset_of!(ConnEvent, netns) == offset_of!(EventHead, netns));
+    assert!(offset_of!(ConnEvent, family) == offset_of!(EventHead, family));
+    assert!(offset_of!(ConnEvent, local_port) == offset_of!(EventHead, local_port));
+    assert!(offset_of!(ConnEvent, remote_port) == offset_of!(EventHead, remote_port));
+    assert!(offset_of!(ConnEvent, pending) == offset_of!(EventHead, pending));
+    assert!(offset_of!(ConnEvent, local_addr) == offset_of!(EventHead, local_addr));
+    assert!(offset_of!(ConnEvent, remote_addr) == offset_of!(EventHead, remote_addr));
+    assert!(offset_of!(ConnEvent, syn_ns) == offset_of!(EventHead, syn_ns));
+    assert!(offset_of!(ConnEvent, established_ns) == offset_of!(EventHead, established_ns));
+    assert!(offset_of!(ConnEvent, pid) == size_of::<EventHead>());
+};
 
 impl ConnEvent {
     pub const fn zeroed() -> Self {
@@ -480,4 +547,51 @@ mod user {
     unsafe impl aya::Pod for super::PendingTally {}
     unsafe impl aya::Pod for super::SynStamp {}
     unsafe impl aya::Pod for super::Followed {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(value: &T) -> &[u8] {
+        // SAFETY: a plain-data value read as its bytes, for its own size.
+        unsafe {
+            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        }
+    }
+
+    #[test]
+    fn a_head_record_reads_as_an_event_with_the_rest_zero() {
+        let head = EventHead {
+            kind: EventKind::Handshake as u32,
+            netns: 7,
+            family: AF_INET,
+            local_port: 80,
+            remote_port: 40_000,
+            pending: 3,
+            local_addr: [1; 16],
+            remote_addr: [2; 16],
+            syn_ns: 10,
+            established_ns: 20,
+        };
+        let event = ConnEvent::from_record(bytes_of(&head)).expect("a head is an event");
+        let mut expected = ConnEvent::zeroed();
+        *expected.head_mut() = head;
+        assert_eq!(event, expected);
+        assert_eq!(
+            (event.local_port, event.established_ns, event.pid),
+            (80, 20, 0)
+        );
+    }
+
+    #[test]
+    fn a_whole_record_reads_back_and_a_short_one_is_refused() {
+        let mut whole = ConnEvent::zeroed();
+        whole.kind = EventKind::Accept as u32;
+        whole.accepted_ns = 30;
+        whole.comm = *b"nginx\0\0\0\0\0\0\0\0\0\0\0";
+        whole.response_ns = 40;
+        assert_eq!(ConnEvent::from_record(bytes_of(&whole)), Some(whole));
+        assert_eq!(ConnEvent::from_record(&bytes_of(&whole)[..63]), None);
+    }
 }

@@ -211,7 +211,7 @@ pub fn send_accept(
     };
     emit::send(|event| {
         event.kind = EventKind::Accept as u32;
-        child.write_to(event);
+        child.write_to(event.head_mut());
         event.pid = pid;
         event.tid = tid;
         event.syn_ns = stamps.syn_ns;

@@ -152,7 +152,7 @@ fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
     let now = unsafe { bpf_ktime_get_ns() };
     emit::send(|event| {
         event.kind = EventKind::LeftInQueue as u32;
-        child.write_to(event);
+        child.write_to(event.head_mut());
         event.reason = new_state as u32;
         event.syn_ns = stamps.syn_ns;
         event.established_ns = stamps.established_ns;
@@ -212,7 +212,7 @@ fn on_established(sk: u64) -> Result<(), i32> {
             tally(|t| t.children_replaced += 1);
         }
     }
-    emit::send(|event| {
+    emit::send_head(|event| {
         event.kind = EventKind::Handshake as u32;
         child.write_to(event);
         event.syn_ns = syn_ns;
@@ -238,7 +238,7 @@ fn on_listen(sk: u64) -> Result<(), i32> {
     }
     emit::send(|event| {
         event.kind = EventKind::Listen as u32;
-        listener.write_to(event);
+        listener.write_to(event.head_mut());
         event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         store_comm(&mut event.comm, current_comm());
     });
@@ -260,7 +260,7 @@ fn on_listener_close(sk: u64) -> Result<(), i32> {
     let inode = read::<u64>(inode_at, config_field!(offsets.inode_ino))? as u32;
     emit::send(|event| {
         event.kind = EventKind::ListenerClosed as u32;
-        listener.write_to(event);
+        listener.write_to(event.head_mut());
         event.reason = drops;
         event.socket_inode = inode;
         // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.

@@ -3,7 +3,7 @@
 use core::mem::offset_of;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use probe_common::{AF_INET, AF_INET6, ConnEvent, SockHead};
+use probe_common::{AF_INET, AF_INET6, EventHead, SockHead};
 
 use crate::{
     maps::config_field,
@@ -72,9 +72,9 @@ impl SockEndpoints {
         self.addrs[0]
     }
 
-    /// Copies namespace, family, ports and addresses into `event`.
+    /// Copies namespace, family, ports and addresses into an event's head.
     #[inline(always)]
-    pub fn write_to(&self, event: &mut ConnEvent) {
+    pub fn write_to(&self, event: &mut EventHead) {
         event.netns = self.netns;
         event.family = self.family;
         event.local_port = self.local_port;

@@ -261,7 +261,7 @@ fn report(listener: u64, counted: u32) -> Result<(), i32> {
     emit::send(|event| {
         event.kind = EventKind::ListenCounted as u32;
         // A listener's remote end is unset: namespace, family and port are what matter.
-        endpoints.write_to(event);
+        endpoints.write_to(event.head_mut());
         event.reason = counted;
     });
     Ok(())

@@ -35,7 +35,7 @@ fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
     };
     emit::send(|event| {
         event.kind = EventKind::ListenerDiscard as u32;
-        endpoints.write_to(event);
+        endpoints.write_to(event.head_mut());
         event.reason = reason;
     });
     Ok(())

@@ -158,7 +158,7 @@ fn on_send(sk: u64) -> Result<(), i32> {
     endpoints.local_port = followed.local_port;
     emit::send(|event| {
         event.kind = EventKind::FirstResponse as u32;
-        endpoints.write_to(event);
+        endpoints.write_to(event.head_mut());
         event.pid = followed.pid;
         store_comm(&mut event.comm, load_comm(&followed.comm));
         event.syn_ns = followed.syn_ns;

@@ -168,7 +168,7 @@ fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
         }
     }
 
-    emit::send(|event| {
+    emit::send_head(|event| {
         event.kind = EventKind::Syn as u32;
         event.netns = netns;
         event.family = segment.family;

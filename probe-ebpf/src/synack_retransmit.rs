@@ -80,7 +80,7 @@ fn on_retransmit(request: u64, listener: u64) -> Result<(), i32> {
     }
     emit::send(|event| {
         event.kind = EventKind::SynackRetransmit as u32;
-        request.write_to(event);
+        request.write_to(event.head_mut());
     });
     Ok(())
 }

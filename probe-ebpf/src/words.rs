@@ -6,7 +6,7 @@
 
 use core::mem::{align_of, offset_of};
 
-use probe_common::{ConnEvent, EarlyAccept, FlowKey, Followed};
+use probe_common::{ConnEvent, EarlyAccept, EventHead, FlowKey, Followed};
 
 /// An IPv6 address (an IPv4 one v4-mapped) as four 32-bit words in memory order.
 pub type Addr = [u32; 4];
@@ -20,7 +20,7 @@ pub fn v4_mapped(v4: u32) -> Addr {
     [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), v4]
 }
 
-/// Stores `addr` into an address field of `ConnEvent` or `FlowKey`.
+/// Stores `addr` into an address field of `ConnEvent`, `EventHead` or `FlowKey`.
 #[inline(always)]
 pub fn store_addr(field: &mut [u8; 16], addr: Addr) {
     // SAFETY: every address field of those `repr(C)` types is 4-aligned (checked below), so the
@@ -74,7 +74,9 @@ pub fn current_comm() -> Comm {
 }
 
 const _: () = {
+    // EventHead's addresses are at ConnEvent's offsets (asserted in probe-common).
     assert!(align_of::<FlowKey>() >= 4 && align_of::<ConnEvent>() >= 8);
+    assert!(align_of::<EventHead>() >= 4);
     assert!(offset_of!(ConnEvent, local_addr) % 4 == 0);
     assert!(offset_of!(ConnEvent, remote_addr) % 4 == 0);
     assert!(offset_of!(FlowKey, local_addr) % 4 == 0);

@@ -197,12 +197,10 @@ impl Tracer {
             let Some(item) = ring.next() else {
                 return false;
             };
-            if item.len() < std::mem::size_of::<ConnEvent>() {
+            // A whole ConnEvent, or its head alone (SYN and handshake events).
+            let Some(event) = ConnEvent::from_record(&item) else {
                 continue;
-            }
-            // SAFETY: the kernel programs write exactly one ConnEvent per record; read_unaligned
-            // because ring buffer records are only 8-byte aligned by convention.
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnEvent>()) };
+            };
             sink(&event);
         }
         true
