@@ -219,6 +219,7 @@ impl Results {
         let _ = self
             .write_rates(&mut out)
             .and_then(|()| self.write_bpf(&mut out))
+            .and_then(|()| self.write_paired(&mut out))
             .and_then(|()| self.write_floor(&mut out))
             .and_then(|()| self.write_usage(&mut out));
         out
@@ -315,6 +316,60 @@ impl Results {
             if !idle.is_empty() {
                 writeln!(out, "  not run by this workload: {}", idle.join(", "))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Each tracer's BPF time against the first synscope build's and the reference's, as the
+    /// median of per-round ratios: the machine's drift between rounds, often larger than a
+    /// change to the programs, cancels out of each ratio.
+    fn write_paired(&self, out: &mut String) -> std::fmt::Result {
+        let first_build = self
+            .modes
+            .iter()
+            .position(|m| matches!(m, Mode::Synscope { .. }));
+        let reference = self.index(&Mode::Reference);
+        let Some(base) = first_build else {
+            return Ok(());
+        };
+        let base_label = self.modes[base].label();
+        writeln!(
+            out,
+            "
+paired, same round: BPF time per connection / {base_label}'s (all programs;              beyond the floor), and / the reference's; median of rounds' ratios (min-max)"
+        )?;
+        writeln!(
+            out,
+            "{:<30} {:>22} {:>22} {:>22}",
+            "mode", "all programs", "beyond floor", "/ reference"
+        )?;
+        for (m, mode) in self.tracers() {
+            // The reference against itself says nothing; nor does the first build alone.
+            if (m == base && reference.is_none()) || Some(m) == reference {
+                continue;
+            }
+            let ratios = |other: usize, f: fn(&RoundBpf) -> f64| {
+                Spread::of(
+                    &(0..self.rounds)
+                        .map(|r| f(&self.round_bpf(m, r)) / f(&self.round_bpf(other, r)))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let against_base = |f: fn(&RoundBpf) -> f64| {
+                if m == base {
+                    "1".to_owned()
+                } else {
+                    show(ratios(base, f), 3)
+                }
+            };
+            writeln!(
+                out,
+                "{:<30} {:>22} {:>22} {:>22}",
+                mode.label(),
+                against_base(|b| b.ns),
+                against_base(|b| b.beyond_floor),
+                reference.map_or_else(|| "-".into(), |r| show(ratios(r, |b| b.ns), 3)),
+            )?;
         }
         Ok(())
     }
@@ -500,5 +555,47 @@ mod tests {
         assert_eq!(b.programs.len(), 2);
         let text = results.render();
         assert!(text.contains("bpftrace-reference"), "{text}");
+    }
+
+    #[test]
+    fn paired_ratios_are_taken_within_each_round() {
+        let raw = Hook::Raw("consume_skb".into());
+        let build = |tag: &str| Mode::Synscope {
+            backend: "tracepoint".into(),
+            binary: tag.into(),
+            tag: Some(tag.into()),
+        };
+        let tracer = |ns: u64| sample(100, &[("syn", raw.clone(), ns * 100, 100)]);
+        // The machine is twice as slow in round 2: every tracer's time doubles, and the
+        // second build stays at 0.8 of the first in both rounds.
+        let results = Results {
+            workload: Workload::LoopClose,
+            rounds: 2,
+            seconds: 1,
+            modes: vec![build("#1"), build("#2"), Mode::Reference],
+            samples: vec![
+                vec![tracer(1000), tracer(2000)],
+                vec![tracer(800), tracer(1600)],
+                vec![tracer(500), tracer(1000)],
+            ],
+        };
+        let text = results.render();
+        let line = |label: &str| {
+            text.lines()
+                .skip_while(|l| !l.starts_with("paired"))
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no paired line for {label}: {text}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        // The label's two words, then all programs, beyond the floor (no floor run here: "-"
+        // for the second build) and / reference, each a median and its range but the first
+        // build's own "1".
+        let first = line("synscope-tracepoint #1");
+        assert_eq!((first[2].as_str(), first[4].as_str()), ("1", "2.000"), "{text}");
+        let second = line("synscope-tracepoint #2");
+        assert_eq!(second[2..5], ["0.800", "(0.800-0.800)", "-"], "{text}");
+        assert_eq!(second[5], "1.600", "{text}");
     }
 }
