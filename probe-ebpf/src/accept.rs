@@ -35,7 +35,7 @@ use probe_common::{
 
 use crate::{
     emit, failures,
-    kernel::{SockEndpoints, fexit_return, read, sock_endpoints, sock_state},
+    kernel::{Probed, SockEndpoints, fexit_return, read, sock_endpoints, sock_state},
     maps::{
         CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, FOLLOW_RESPONSES, IO_URING, child_stamps,
         config_field, port_traced,
@@ -134,7 +134,7 @@ fn on_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
 fn on_accepted_sock(sk: u64) -> Result<(), i32> {
     // accept() also serves Unix sockets (the family test), MPTCP and SCTP; a listener here
     // would be a descriptor that is not the accepted one.
-    let Some(child) = sock_endpoints(sk)? else {
+    let Some(child) = sock_endpoints::<Probed>(sk)? else {
         return Ok(());
     };
     if i32::from(child.state) == TCP_LISTEN
@@ -153,7 +153,7 @@ fn on_accepted_sock(sk: u64) -> Result<(), i32> {
     let (stamps, removed) = match child_stamps(sk, child.remote_port) {
         Some(stamps) => (stamps, remove_child(sk)),
         // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
-        None if sock_state(sk) == Ok(TCP_SYN_RECV) => {
+        None if sock_state::<Probed>(sk) == Ok(TCP_SYN_RECV) => {
             let mut early = EarlyAccept {
                 accepted_ns: now,
                 pid,

@@ -30,7 +30,9 @@ use probe_common::{
 use crate::{
     accept::send_accept,
     emit, failures,
-    kernel::{SockEndpoints, fexit_return, read, sock_endpoints, sock_state},
+    kernel::{
+        Memory, Probed, SockEndpoints, Typed, fexit_return, read, sock_endpoints, sock_state,
+    },
     maps::{
         CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SYN_TIMES, child_stamps, config_field,
         port_traced, tally,
@@ -44,29 +46,32 @@ pub fn handshake_set_state(ctx: BtfTracePointContext) -> u32 {
     let new_state: i32 = ctx.arg(2);
     let sk: u64 = ctx.arg(0);
     if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
-        failures::count(STAGE_HANDSHAKE, on_established(sk));
+        failures::count(STAGE_HANDSHAKE, on_established::<Typed>(sk));
     } else if new_state == TCP_LISTEN {
-        failures::count(STAGE_HANDSHAKE, on_listen(sk));
+        failures::count(STAGE_HANDSHAKE, on_listen::<Typed>(sk));
     } else if old_state == TCP_LISTEN && new_state == TCP_CLOSE {
-        failures::count(STAGE_HANDSHAKE, on_listener_close(sk));
+        failures::count(STAGE_HANDSHAKE, on_listener_close::<Typed>(sk));
     } else if old_state == TCP_ESTABLISHED
         && (new_state == TCP_CLOSE_WAIT || new_state == TCP_CLOSE)
     {
-        failures::count(STAGE_HANDSHAKE, on_left_in_queue(sk, new_state));
+        failures::count(STAGE_HANDSHAKE, on_left_in_queue::<Typed>(sk, new_state));
     }
     0
 }
 
 #[fentry(function = "tcp_set_state")]
 pub fn handshake_fentry_set_state(ctx: FEntryContext) -> u32 {
-    failures::count(STAGE_HANDSHAKE, on_tcp_set_state(ctx.arg(0), ctx.arg(1)));
+    failures::count(
+        STAGE_HANDSHAKE,
+        on_tcp_set_state::<Typed>(ctx.arg(0), ctx.arg(1)),
+    );
     0
 }
 
 #[kprobe]
 pub fn handshake_kprobe_set_state(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(new_state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        failures::count(STAGE_HANDSHAKE, on_tcp_set_state(sk, new_state));
+        failures::count(STAGE_HANDSHAKE, on_tcp_set_state::<Probed>(sk, new_state));
     }
     0
 }
@@ -75,7 +80,7 @@ pub fn handshake_kprobe_set_state(ctx: ProbeContext) -> u32 {
 pub fn handshake_fexit_listen_start(ctx: FExitContext) -> u32 {
     let args = FEXIT_RETURN.load().inet_csk_listen_start;
     if fexit_return::<i32>(&ctx, args) == Ok(0) {
-        failures::count(STAGE_HANDSHAKE, on_listen(ctx.arg(0)));
+        failures::count(STAGE_HANDSHAKE, on_listen::<Typed>(ctx.arg(0)));
     }
     0
 }
@@ -100,7 +105,7 @@ pub fn handshake_kretprobe_listen_start(ctx: RetProbeContext) -> u32 {
     };
     let _ = LISTEN_CALLS.remove(&task);
     if ctx.ret::<i32>() == 0 {
-        failures::count(STAGE_HANDSHAKE, on_listen(sk));
+        failures::count(STAGE_HANDSHAKE, on_listen::<Probed>(sk));
     }
     0
 }
@@ -108,17 +113,17 @@ pub fn handshake_kretprobe_listen_start(ctx: RetProbeContext) -> u32 {
 /// `tcp_set_state` is called for every TCP state change: the new state is tested before any
 /// memory is read.
 #[inline(always)]
-fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
+fn on_tcp_set_state<M: Memory>(sk: u64, new_state: i32) -> Result<(), i32> {
     if new_state != TCP_ESTABLISHED && new_state != TCP_CLOSE && new_state != TCP_CLOSE_WAIT {
         return Ok(());
     }
-    let old_state = sock_state(sk)?;
+    let old_state = sock_state::<M>(sk)?;
     if new_state == TCP_ESTABLISHED && old_state == TCP_SYN_RECV {
-        on_established(sk)
+        on_established::<M>(sk)
     } else if new_state == TCP_CLOSE && old_state == TCP_LISTEN {
-        on_listener_close(sk)
+        on_listener_close::<M>(sk)
     } else if old_state == TCP_ESTABLISHED {
-        on_left_in_queue(sk, new_state)
+        on_left_in_queue::<M>(sk, new_state)
     } else {
         Ok(())
     }
@@ -128,18 +133,18 @@ fn on_tcp_set_state(sk: u64, new_state: i32) -> Result<(), i32> {
 /// `CHILDREN` entry), its client gave up while it waited. One lookup per closing connection;
 /// the entry stays, for the accept that may still come.
 #[inline(always)]
-fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
+fn on_left_in_queue<M: Memory>(sk: u64, new_state: i32) -> Result<(), i32> {
     // A child in the accept queue has no `struct socket` yet: sockets a process holds (every
     // client's, and children already accepted) stop at this read, cheaper than the lookup
     // that follows.
-    if read::<u64>(sk, config_field!(offsets.sk_socket))? != 0 {
+    if M::read::<u64>(sk, config_field!(offsets.sk_socket))? != 0 {
         return Ok(());
     }
     // SAFETY: only tests for presence; nothing is read from the entry.
     if unsafe { CHILDREN.get(&sk) }.is_none() {
         return Ok(());
     }
-    let Some(mut child) = sock_endpoints(sk)? else {
+    let Some(mut child) = sock_endpoints::<M>(sk)? else {
         return Ok(());
     };
     // An accept removing the entry meanwhile makes this report one a moment late.
@@ -162,8 +167,8 @@ fn on_left_in_queue(sk: u64, new_state: i32) -> Result<(), i32> {
 }
 
 #[inline(always)]
-fn on_established(sk: u64) -> Result<(), i32> {
-    let Some(child) = sock_endpoints(sk)? else {
+fn on_established<M: Memory>(sk: u64) -> Result<(), i32> {
+    let Some(child) = sock_endpoints::<M>(sk)? else {
         return Ok(());
     };
     if !port_traced(child.local_port) {
@@ -178,7 +183,7 @@ fn on_established(sk: u64) -> Result<(), i32> {
     );
     // Read before any map changes, so that a failed read cannot leave one unreported (see
     // below for why the socket matters).
-    let unaccepted = read::<u64>(sk, config_field!(offsets.sk_socket))? == 0;
+    let unaccepted = M::read::<u64>(sk, config_field!(offsets.sk_socket))? == 0;
     let mut pending = 0;
     // SAFETY: the timestamp is copied out at once. Map memory stays valid while the program
     // runs (RCU); another CPU replacing the entry meanwhile can only change the value read.
@@ -228,8 +233,8 @@ fn on_established(sk: u64) -> Result<(), i32> {
 }
 
 #[inline(always)]
-fn on_listen(sk: u64) -> Result<(), i32> {
-    let Some(listener) = sock_endpoints(sk)? else {
+fn on_listen<M: Memory>(sk: u64) -> Result<(), i32> {
+    let Some(listener) = sock_endpoints::<M>(sk)? else {
         return Ok(());
     };
     // listen() on an unbound socket enters LISTEN before it gets its port.
@@ -246,16 +251,17 @@ fn on_listen(sk: u64) -> Result<(), i32> {
 }
 
 #[inline(always)]
-fn on_listener_close(sk: u64) -> Result<(), i32> {
-    let Some(listener) = sock_endpoints(sk)? else {
+fn on_listener_close<M: Memory>(sk: u64) -> Result<(), i32> {
+    let Some(listener) = sock_endpoints::<M>(sk)? else {
         return Ok(());
     };
     // Still attached to its file: close() moves the state before orphaning the socket.
-    let socket = read::<u64>(sk, config_field!(offsets.sk_socket))?;
+    let socket = M::read::<u64>(sk, config_field!(offsets.sk_socket))?;
     if socket == 0 {
         return Ok(());
     }
-    let drops = read::<u32>(sk, config_field!(offsets.sk_drops))?;
+    let drops = M::read::<u32>(sk, config_field!(offsets.sk_drops))?;
+    // The inode is beyond `struct socket` (in `socket_alloc`): probed.
     let inode_at = socket + u64::from(config_field!(offsets.socket_inode));
     let inode = read::<u64>(inode_at, config_field!(offsets.inode_ino))? as u32;
     emit::send(|event| {

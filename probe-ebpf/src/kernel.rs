@@ -38,16 +38,102 @@ pub fn read_into<T>(target: &mut T, base: u64, offset: u32) -> Result<(), i32> {
     }
 }
 
+/// How a program reads kernel memory through a pointer: [`Probed`] for any pointer, [`Typed`]
+/// for pointers whose type the verifier knows.
+pub trait Memory {
+    /// Each read is a helper call: reading neighbours together pays.
+    const BY_CALL: bool;
+    /// Reads a `T` (plain data) at `base + offset`.
+    fn read<T: Copy>(base: u64, offset: u32) -> Result<T, i32>;
+    /// The head of the `sock_common` at `sk`.
+    fn sock_head(sk: u64) -> Result<SockHead, i32>;
+    /// The IPv6 address pair (remote, local) at `sk + offset`, into `addrs`.
+    fn read_addrs(addrs: &mut [Addr; 2], sk: u64, offset: u32) -> Result<(), i32>;
+}
+
+/// `bpf_probe_read_kernel`, a helper call per read: for any address (kprobe arguments, classic
+/// tracepoints, pointers found in memory by such reads, members beyond the pointer's type).
+pub enum Probed {}
+
+impl Memory for Probed {
+    const BY_CALL: bool = true;
+
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, offset: u32) -> Result<T, i32> {
+        read(base, offset)
+    }
+
+    #[inline(always)]
+    fn sock_head(sk: u64) -> Result<SockHead, i32> {
+        // One call for the 20 bytes: the call costs more than the bytes it copies.
+        read::<SockHead>(sk, 0)
+    }
+
+    #[inline(always)]
+    fn read_addrs(addrs: &mut [Addr; 2], sk: u64, offset: u32) -> Result<(), i32> {
+        read_into(addrs, sk, offset)
+    }
+}
+
+/// Plain loads, no helper call, through pointers whose BTF type the verifier knows: the
+/// arguments of `tp_btf` and fentry/fexit programs, and pointer members loaded from them this
+/// way. The verifier checks each load against the type (a member of that size at that offset:
+/// the offsets come from read-only globals, frozen at load, so it sees them as constants) and
+/// the JIT makes it fault-handled: a bad address reads as 0. Nothing beyond the pointer's own
+/// type (`inet_connection_sock`'s members through a `struct sock *`) can be read so.
+pub enum Typed {}
+
+impl Memory for Typed {
+    const BY_CALL: bool = false;
+
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, offset: u32) -> Result<T, i32> {
+        // SAFETY: see `Typed`: the verifier admits this load only where `base` is a typed
+        // pointer with a member of `T`'s size at `offset`, and a fault reads zeroes; `T` is
+        // plain data, valid for any bits. Volatile: one load per member, never merged into a
+        // wider load that would span two members.
+        Ok(unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) })
+    }
+
+    #[inline(always)]
+    fn sock_head(sk: u64) -> Result<SockHead, i32> {
+        let member = |offset: usize| offset as u32;
+        // Member by member: a single load may not span members.
+        Ok(SockHead {
+            daddr: Self::read(sk, member(offset_of!(SockHead, daddr)))?,
+            rcv_saddr: Self::read(sk, member(offset_of!(SockHead, rcv_saddr)))?,
+            hash: 0,
+            dport: Self::read(sk, member(offset_of!(SockHead, dport)))?,
+            num: Self::read(sk, member(offset_of!(SockHead, num)))?,
+            family: Self::read(sk, member(offset_of!(SockHead, family)))?,
+            state: Self::read(sk, member(offset_of!(SockHead, state)))?,
+            flags: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn read_addrs(addrs: &mut [Addr; 2], sk: u64, offset: u32) -> Result<(), i32> {
+        // Written out, not a loop: the verifier follows a loop over the words iteration by
+        // iteration, and older ones refuse it.
+        let word = |index: u32| Self::read::<u32>(sk, offset + 4 * index);
+        *addrs = [
+            [word(0)?, word(1)?, word(2)?, word(3)?],
+            [word(4)?, word(5)?, word(6)?, word(7)?],
+        ];
+        Ok(())
+    }
+}
+
 /// Network namespace inode number of a `struct net *`.
 #[inline(always)]
-pub fn net_inum(net: u64) -> Result<u32, i32> {
-    read::<u32>(net, config_field!(offsets.net_inum))
+pub fn net_inum<M: Memory>(net: u64) -> Result<u32, i32> {
+    M::read::<u32>(net, config_field!(offsets.net_inum))
 }
 
 /// `sock_common.skc_state` of a socket: one byte, for the hooks that test it first.
 #[inline(always)]
-pub fn sock_state(sk: u64) -> Result<i32, i32> {
-    read::<u8>(sk, offset_of!(SockHead, state) as u32).map(i32::from)
+pub fn sock_state<M: Memory>(sk: u64) -> Result<i32, i32> {
+    M::read::<u8>(sk, offset_of!(SockHead, state) as u32).map(i32::from)
 }
 
 /// The endpoints of a TCP socket as the server sees them, and its state.
@@ -85,18 +171,18 @@ impl SockEndpoints {
 }
 
 /// Reads family, state, ports, addresses and network namespace of a `struct sock *` (or a
-/// request sock, which starts with the same `sock_common`): three reads, four for IPv6. Each
-/// read is a helper call, which costs more than the bytes it copies (see `SockHead`). Returns
-/// `Ok(None)` for sockets that are not IPv4/IPv6.
+/// request sock, which starts with the same `sock_common`): three probed reads, four for IPv6,
+/// or a dozen plain loads (see `Memory`). Returns `Ok(None)` for sockets that are not
+/// IPv4/IPv6.
 #[inline(always)]
-pub fn sock_endpoints(sk: u64) -> Result<Option<SockEndpoints>, i32> {
-    let head = read::<SockHead>(sk, 0)?;
+pub fn sock_endpoints<M: Memory>(sk: u64) -> Result<Option<SockEndpoints>, i32> {
+    let head = M::sock_head(sk)?;
     if head.family != AF_INET && head.family != AF_INET6 {
         return Ok(None);
     }
-    let net = read::<u64>(sk, config_field!(offsets.sk_net))?;
+    let net = M::read::<u64>(sk, config_field!(offsets.sk_net))?;
     let mut endpoints = SockEndpoints {
-        netns: net_inum(net)?,
+        netns: net_inum::<M>(net)?,
         family: head.family,
         local_port: head.num,
         remote_port: u16::from_be(head.dport),
@@ -104,7 +190,7 @@ pub fn sock_endpoints(sk: u64) -> Result<Option<SockEndpoints>, i32> {
         addrs: [v4_mapped(head.daddr), v4_mapped(head.rcv_saddr)],
     };
     if head.family == AF_INET6 {
-        read_into(&mut endpoints.addrs, sk, config_field!(offsets.sk_v6_daddr))?;
+        M::read_addrs(&mut endpoints.addrs, sk, config_field!(offsets.sk_v6_daddr))?;
     }
     Ok(Some(endpoints))
 }

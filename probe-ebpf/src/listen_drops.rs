@@ -25,7 +25,7 @@ use probe_common::{COUNTED_AT_ACK, EventKind, ListenCounters, STAGE_LISTEN_DROPS
 
 use crate::{
     emit, failures,
-    kernel::{read, sock_endpoints, sock_state},
+    kernel::{Probed, read, sock_endpoints, sock_state},
     maps::{LISTEN_COUNTERS, LISTEN_SNAPSHOT, ListenSnapshot, config_field, port_traced},
 };
 
@@ -187,7 +187,7 @@ fn snapshot(sk: u64) {
 /// socket, and when a counter cannot be read, rather than report a false "moved".
 #[inline(always)]
 fn take_snapshot(slot: &mut ListenSnapshot, sk: u64) -> Result<(), i32> {
-    if sock_state(sk)? != TCP_LISTEN {
+    if sock_state::<Probed>(sk)? != TCP_LISTEN {
         return Ok(());
     }
     let counters = LISTEN_COUNTERS.load();
@@ -252,7 +252,7 @@ fn moved(slot: &ListenSnapshot) -> u64 {
 
 #[inline(always)]
 fn report(listener: u64, counted: u32) -> Result<(), i32> {
-    let Some(endpoints) = sock_endpoints(listener)? else {
+    let Some(endpoints) = sock_endpoints::<Probed>(listener)? else {
         return Ok(());
     };
     if !port_traced(endpoints.local_port) {

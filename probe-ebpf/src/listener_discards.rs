@@ -8,7 +8,7 @@ use probe_common::{EventKind, STAGE_LISTENER_DISCARDS, TCP_LISTEN};
 
 use crate::{
     emit, failures,
-    kernel::{sock_endpoints, sock_state},
+    kernel::{Probed, sock_endpoints, sock_state},
 };
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -25,12 +25,12 @@ pub fn listener_discards_kfree_skb(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_discard(listener: u64, reason: u32) -> Result<(), i32> {
-    if sock_state(listener)? != TCP_LISTEN {
+    if sock_state::<Probed>(listener)? != TCP_LISTEN {
         return Ok(());
     }
     // Not filtered by port: attributing the namespace's drop counters needs every listener's
     // discards, and they are rare.
-    let Some(endpoints) = sock_endpoints(listener)? else {
+    let Some(endpoints) = sock_endpoints::<Probed>(listener)? else {
         return Ok(());
     };
     emit::send(|event| {

@@ -2,12 +2,13 @@
 //!
 //! Each `bpf_probe_read_kernel` is a helper call of its own: the headers are read whole, one
 //! read each, and taken apart in registers, and the offsets come from `CONFIG` one field at a
-//! time (see `config_field!`).
+//! time (see `config_field!`). The `sk_buff`'s own fields are loaded directly where the hook
+//! passes it typed (see `Typed`).
 
 use probe_common::{AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{net_inum, read},
+    kernel::{Memory, Probed, net_inum, read},
     maps::config_field,
     words::{Addr, v4_mapped},
 };
@@ -67,10 +68,11 @@ impl IpHead {
 /// SYN, but the input route stays attached, and its device is in the same namespace: the route
 /// is tried first, which saves the listener's SYNs a read of `dev`.
 #[inline(always)]
-pub fn skb_netns(skb: u64) -> Result<u32, i32> {
+pub fn skb_netns<M: Memory>(skb: u64) -> Result<u32, i32> {
     /// Low bit of `_skb_refdst`: the route is not reference-counted.
     const SKB_DST_NOREF: u64 = 1;
-    let dst = read::<u64>(skb, config_field!(offsets.skb_refdst))? & !SKB_DST_NOREF;
+    // An integer, not a pointer, to the verifier: what it leads to is probed.
+    let dst = M::read::<u64>(skb, config_field!(offsets.skb_refdst))? & !SKB_DST_NOREF;
     let dev = if dst != 0 {
         read::<u64>(dst, config_field!(offsets.dst_dev))?
     } else {
@@ -80,25 +82,27 @@ pub fn skb_netns(skb: u64) -> Result<u32, i32> {
         return Err(0);
     }
     let net = read::<u64>(dev, config_field!(offsets.netdev_net))?;
-    net_inum(net)
+    net_inum::<Probed>(net)
 }
 
 /// Parses the IP and TCP headers of a received TCP segment whose flags, masked with `mask`, are
 /// `flags`; `None` for anything else. The IP header is read first: a packet that is not TCP
 /// may have no transport header.
 #[inline(always)]
-pub fn parse_tcp(skb: u64, mask: u8, flags: u8) -> Result<Option<Segment>, i32> {
-    let head = read::<u64>(skb, config_field!(offsets.skb_head))?;
+pub fn parse_tcp<M: Memory>(skb: u64, mask: u8, flags: u8) -> Result<Option<Segment>, i32> {
+    // `head` is a pointer to bytes: an integer to the verifier, so the headers are probed.
+    let head = M::read::<u64>(skb, config_field!(offsets.skb_head))?;
     let network_at: u32 = config_field!(offsets.skb_network_header);
     let transport_at: u32 = config_field!(offsets.skb_transport_header);
-    // sk_buff keeps transport_header and network_header (u16 each) side by side: one read.
-    let (network, transport) = if network_at == transport_at + 2 {
+    // sk_buff keeps transport_header and network_header (u16 each) side by side: one probed
+    // read for both.
+    let (network, transport) = if M::BY_CALL && network_at == transport_at + 2 {
         let [transport, network] = read::<[u16; 2]>(skb, transport_at)?;
         (network, transport)
     } else {
         (
-            read::<u16>(skb, network_at)?,
-            read::<u16>(skb, transport_at)?,
+            M::read::<u16>(skb, network_at)?,
+            M::read::<u16>(skb, transport_at)?,
         )
     };
     let ip = read::<IpHead>(head + network as u64, 0)?;

@@ -25,7 +25,7 @@ use probe_common::{EventKind, Followed, PENDING_FOLLOWED_REMOVED, STAGE_PHASES};
 
 use crate::{
     emit, failures,
-    kernel::{fexit_return, sock_endpoints},
+    kernel::{Probed, fexit_return, sock_endpoints},
     maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, tally},
     words::{load_comm, store_comm},
 };
@@ -141,7 +141,7 @@ fn on_send(sk: u64) -> Result<(), i32> {
     };
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
-    let Some(mut endpoints) = sock_endpoints(sk)? else {
+    let Some(mut endpoints) = sock_endpoints::<Probed>(sk)? else {
         return Ok(());
     };
     // Read before the removal, so that a failed read leaves the entry rather than removing it

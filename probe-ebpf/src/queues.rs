@@ -6,6 +6,8 @@
 //! every listener opened from userspace, which fires that tracepoint (and exists on kernels
 //! that lack it, before 6.6).
 
+use core::mem::offset_of;
+
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, fentry, kprobe},
@@ -15,46 +17,56 @@ use probe_common::{ListenerKey, QueueDepths, STAGE_QUEUES, SockHead, TCP_LISTEN}
 
 use crate::{
     failures,
-    kernel::{net_inum, read},
+    kernel::{Memory, Probed, Typed, net_inum, read},
     maps::{QUEUES, config_field, port_traced},
 };
 
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn queues_data_ready(ctx: BtfTracePointContext) -> u32 {
-    on_data_ready(ctx.arg(0));
+    on_data_ready::<Typed>(ctx.arg(0));
     0
 }
 
 #[fentry(function = "sock_def_readable")]
 pub fn queues_fentry(ctx: FEntryContext) -> u32 {
-    on_data_ready(ctx.arg(0));
+    on_data_ready::<Typed>(ctx.arg(0));
     0
 }
 
 #[kprobe]
 pub fn queues_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0) {
-        on_data_ready(sk);
+        on_data_ready::<Probed>(sk);
     }
     0
 }
 
 /// Called for every socket with new data: one read rejects all but listeners.
 #[inline(always)]
-fn on_data_ready(sk: u64) {
-    failures::count(STAGE_QUEUES, on_socket_woken(sk));
+fn on_data_ready<M: Memory>(sk: u64) {
+    failures::count(STAGE_QUEUES, on_socket_woken::<M>(sk));
 }
 
 #[inline(always)]
-fn on_socket_woken(sk: u64) -> Result<(), i32> {
-    // State and port in one read (see SockHead).
-    let head = read::<SockHead>(sk, 0)?;
-    if i32::from(head.state) != TCP_LISTEN || !port_traced(head.num) {
+fn on_socket_woken<M: Memory>(sk: u64) -> Result<(), i32> {
+    // Every socket with new data comes here: the state first, alone where a load is cheap, with
+    // the port in one probed read otherwise (see SockHead).
+    let (state, port) = if M::BY_CALL {
+        let head = M::sock_head(sk)?;
+        (head.state, head.num)
+    } else {
+        let state = M::read::<u8>(sk, offset_of!(SockHead, state) as u32)?;
+        if i32::from(state) != TCP_LISTEN {
+            return Ok(());
+        }
+        (state, M::read::<u16>(sk, offset_of!(SockHead, num) as u32)?)
+    };
+    if i32::from(state) != TCP_LISTEN || !port_traced(port) {
         return Ok(());
     }
-    let port = head.num;
-    let netns = net_inum(read::<u64>(sk, config_field!(offsets.sk_net))?)?;
-    let (accept_queue, backlog) = accept_queue_and_backlog(sk)?;
+    let netns = net_inum::<M>(M::read::<u64>(sk, config_field!(offsets.sk_net))?)?;
+    let (accept_queue, backlog) = accept_queue_and_backlog::<M>(sk)?;
+    // A member of inet_connection_sock, beyond struct sock: probed.
     let syn_queue = read::<u32>(sk, config_field!(offsets.icsk_syn_queue_len))?;
     let key = ListenerKey::new(netns, port);
     match QUEUES.get_ptr_mut(&key) {
@@ -81,17 +93,20 @@ fn on_socket_woken(sk: u64) -> Result<(), i32> {
     Ok(())
 }
 
-/// A listener's accept-queue length and limit: one read where they sit side by side, as they
-/// have since 5.x (`sk_ack_backlog`, then `sk_max_ack_backlog`).
+/// A listener's accept-queue length and limit: one probed read where they sit side by side, as
+/// they have since 5.x (`sk_ack_backlog`, then `sk_max_ack_backlog`).
 #[inline(always)]
-fn accept_queue_and_backlog(sk: u64) -> Result<(u32, u32), i32> {
+fn accept_queue_and_backlog<M: Memory>(sk: u64) -> Result<(u32, u32), i32> {
     let length_at: u32 = config_field!(offsets.sk_ack_backlog);
     let limit_at: u32 = config_field!(offsets.sk_max_ack_backlog);
-    if limit_at == length_at + 4 {
+    if M::BY_CALL && limit_at == length_at + 4 {
         let [length, limit] = read::<[u32; 2]>(sk, length_at)?;
         Ok((length, limit))
     } else {
-        Ok((read::<u32>(sk, length_at)?, read::<u32>(sk, limit_at)?))
+        Ok((
+            M::read::<u32>(sk, length_at)?,
+            M::read::<u32>(sk, limit_at)?,
+        ))
     }
 }
 
@@ -105,7 +120,7 @@ pub fn sample_syn_queue(sk: u64, netns: u32, port: u16) -> Result<(), i32> {
     let key = ListenerKey::new(netns, port);
     match QUEUES.get_ptr_mut(&key) {
         Some(depths) => {
-            // SAFETY: as in on_listener_woken: a valid pointer to the entry's value, kept valid
+            // SAFETY: as in on_socket_woken: a valid pointer to the entry's value, kept valid
             // by RCU; racing u32 stores can only lose a maximum another CPU is raising anyway.
             let depths = unsafe { &mut *depths };
             if syn_queue > depths.syn_queue_max {

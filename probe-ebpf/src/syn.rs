@@ -22,7 +22,7 @@ use probe_common::{EventKind, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
 
 use crate::{
     emit, failures,
-    kernel::{net_inum, read},
+    kernel::{Memory, Probed, Typed, net_inum},
     maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced, tally},
     packet::{Segment, parse_tcp, skb_netns},
     queues::sample_syn_queue,
@@ -41,7 +41,7 @@ pub fn syn_consume_skb(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
-    failures::count(STAGE_SYN, on_syn(skb, 0));
+    failures::count(STAGE_SYN, on_syn::<Typed>(skb, 0));
     0
 }
 
@@ -60,7 +60,7 @@ pub fn syn_consume_skb_stack(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn on_consumed_without_location(ctx: &BtfTracePointContext, skb: u64) -> Result<(), i32> {
     // Most consumed packets are not SYNs: only these pay for the stack walk.
-    let Some(segment) = syn_segment(skb)? else {
+    let Some(segment) = syn_segment::<Typed>(skb)? else {
         return Ok(());
     };
     let mut frames = [0u64; STACK_FRAMES];
@@ -80,38 +80,38 @@ fn on_consumed_without_location(ctx: &BtfTracePointContext, skb: u64) -> Result<
     // loops (back-edges).
     let from_listener = frames.iter().any(|&ip| ip >= start && ip < end);
     if from_listener {
-        record_syn(&segment, skb, 0)?;
+        record_syn::<Typed>(&segment, skb, 0)?;
     }
     Ok(())
 }
 
 #[fentry(function = "tcp_conn_request")]
 pub fn syn_fentry(ctx: FEntryContext) -> u32 {
-    failures::count(STAGE_SYN, on_syn(ctx.arg(3), ctx.arg(2)));
+    failures::count(STAGE_SYN, on_syn::<Typed>(ctx.arg(3), ctx.arg(2)));
     0
 }
 
 #[kprobe]
 pub fn syn_kprobe(ctx: ProbeContext) -> u32 {
     if let (Some(listener), Some(skb)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(3)) {
-        failures::count(STAGE_SYN, on_syn(skb, listener));
+        failures::count(STAGE_SYN, on_syn::<Probed>(skb, listener));
     }
     0
 }
 
 /// One SYN to a listener; `listener` is 0 where the hook does not have it.
 #[inline(always)]
-fn on_syn(skb: u64, listener: u64) -> Result<(), i32> {
-    match syn_segment(skb)? {
-        Some(segment) => record_syn(&segment, skb, listener),
+fn on_syn<M: Memory>(skb: u64, listener: u64) -> Result<(), i32> {
+    match syn_segment::<M>(skb)? {
+        Some(segment) => record_syn::<M>(&segment, skb, listener),
         None => Ok(()),
     }
 }
 
 /// The segment in `skb` if it is a SYN without ACK to a traced port.
 #[inline(always)]
-fn syn_segment(skb: u64) -> Result<Option<Segment>, i32> {
-    let Some(segment) = parse_tcp(skb, TCP_FLAG_SYN | TCP_FLAG_ACK, TCP_FLAG_SYN)? else {
+fn syn_segment<M: Memory>(skb: u64) -> Result<Option<Segment>, i32> {
+    let Some(segment) = parse_tcp::<M>(skb, TCP_FLAG_SYN | TCP_FLAG_ACK, TCP_FLAG_SYN)? else {
         return Ok(None);
     };
     if !port_traced(segment.local_port) {
@@ -122,17 +122,17 @@ fn syn_segment(skb: u64) -> Result<Option<Segment>, i32> {
 
 /// Stamps the SYN for the later stages and reports it.
 #[inline(always)]
-fn record_syn(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
+fn record_syn<M: Memory>(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     let netns = if listener != 0 {
-        let net = read::<u64>(listener, config_field!(offsets.sk_net))?;
-        let netns = net_inum(net)?;
+        let net = M::read::<u64>(listener, config_field!(offsets.sk_net))?;
+        let netns = net_inum::<M>(net)?;
         // The SYN queue is deepest when SYNs arrive (under a SYN flood no child may ever be
         // queued, and the queues stage never samples it): sample it here, where the listener
         // is at hand (fentry and kprobe backends).
         sample_syn_queue(listener, netns, segment.local_port)?;
         netns
     } else {
-        skb_netns(skb)?
+        skb_netns::<M>(skb)?
     };
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };

@@ -12,7 +12,7 @@ use probe_common::{EventKind, STAGE_SYNACK_RETRANSMIT};
 
 use crate::{
     emit, failures,
-    kernel::{fexit_return, sock_endpoints},
+    kernel::{Probed, fexit_return, sock_endpoints},
     maps::{FEXIT_RETURN, SYNACK_REQUESTS, port_traced},
     queues::sample_syn_queue,
 };
@@ -66,7 +66,7 @@ pub fn synack_retransmit_kretprobe(ctx: RetProbeContext) -> u32 {
 fn on_retransmit(request: u64, listener: u64) -> Result<(), i32> {
     // A request sock starts with the same `sock_common` as a full socket: local port, peer and
     // namespace read the same way.
-    let Some(request) = sock_endpoints(request)? else {
+    let Some(request) = sock_endpoints::<Probed>(request)? else {
         return Ok(());
     };
     if !port_traced(request.local_port) {
