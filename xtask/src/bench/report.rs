@@ -159,12 +159,18 @@ impl Results {
         for (ns, runs, per_run, _) in figures.programs.values() {
             figures.ns += ns;
             figures.runs += runs;
-            // A program that did not run costs no floor, whatever its hook's.
-            if *runs > 0.0 {
+            // A program that did not run costs no floor, whatever its hook's; nor does one on a
+            // hook the floor's own round never hit (it ran a handful of times at most: the floor
+            // program sees the same load).
+            if *runs > 0.0 && per_run.is_finite() {
                 figures.floor += runs * per_run;
             }
         }
-        figures.beyond_floor = figures.ns - figures.floor;
+        figures.beyond_floor = if self.index(&Mode::Floor).is_some() {
+            figures.ns - figures.floor
+        } else {
+            f64::NAN
+        };
         figures
     }
 
@@ -335,8 +341,8 @@ impl Results {
         let base_label = self.modes[base].label();
         writeln!(
             out,
-            "
-paired, same round: BPF time per connection / {base_label}'s (all programs;              beyond the floor), and / the reference's; median of rounds' ratios (min-max)"
+            "\npaired, same round: BPF time per connection / {base_label}'s (all programs; \
+             beyond the floor), and / the reference's; median of rounds' ratios (min-max)"
         )?;
         writeln!(
             out,
@@ -593,7 +599,11 @@ mod tests {
         // for the second build) and / reference, each a median and its range but the first
         // build's own "1".
         let first = line("synscope-tracepoint #1");
-        assert_eq!((first[2].as_str(), first[4].as_str()), ("1", "2.000"), "{text}");
+        assert_eq!(
+            (first[2].as_str(), first[4].as_str()),
+            ("1", "2.000"),
+            "{text}"
+        );
         let second = line("synscope-tracepoint #2");
         assert_eq!(second[2..5], ["0.800", "(0.800-0.800)", "-"], "{text}");
         assert_eq!(second[5], "1.600", "{text}");
