@@ -41,10 +41,10 @@ pub fn read_into<T>(target: &mut T, base: u64, offset: u32) -> Result<(), i32> {
 /// How a program reads kernel memory through a pointer: [`Probed`] for any pointer, [`Typed`]
 /// for pointers whose type the verifier knows.
 pub trait Memory {
-    /// Each read is a helper call: reading neighbours together pays.
-    const BY_CALL: bool;
     /// Reads a `T` (plain data) at `base + offset`.
     fn read<T: Copy>(base: u64, offset: u32) -> Result<T, i32>;
+    /// Reads the `T`s at `base + first` and `base + second`.
+    fn read_pair<T: Copy>(base: u64, first: u32, second: u32) -> Result<(T, T), i32>;
     /// The head of the `sock_common` at `sk`.
     fn sock_head(sk: u64) -> Result<SockHead, i32>;
     /// The IPv6 address pair (remote, local) at `sk + offset`, into `addrs`.
@@ -56,11 +56,20 @@ pub trait Memory {
 pub enum Probed {}
 
 impl Memory for Probed {
-    const BY_CALL: bool = true;
-
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u32) -> Result<T, i32> {
         read(base, offset)
+    }
+
+    #[inline(always)]
+    fn read_pair<T: Copy>(base: u64, first: u32, second: u32) -> Result<(T, T), i32> {
+        // Side by side: one call for both.
+        if second == first + core::mem::size_of::<T>() as u32 {
+            let [a, b] = read::<[T; 2]>(base, first)?;
+            Ok((a, b))
+        } else {
+            Ok((read(base, first)?, read(base, second)?))
+        }
     }
 
     #[inline(always)]
@@ -84,8 +93,6 @@ impl Memory for Probed {
 pub enum Typed {}
 
 impl Memory for Typed {
-    const BY_CALL: bool = false;
-
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u32) -> Result<T, i32> {
         // SAFETY: see `Typed`: the verifier admits this load only where `base` is a typed
@@ -93,6 +100,12 @@ impl Memory for Typed {
         // plain data, valid for any bits. Volatile: one load per member, never merged into a
         // wider load that would span two members.
         Ok(unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) })
+    }
+
+    #[inline(always)]
+    fn read_pair<T: Copy>(base: u64, first: u32, second: u32) -> Result<(T, T), i32> {
+        // Two loads: one may not span two members.
+        Ok((Self::read(base, first)?, Self::read(base, second)?))
     }
 
     #[inline(always)]

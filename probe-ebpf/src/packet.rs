@@ -92,19 +92,12 @@ pub fn skb_netns<M: Memory>(skb: u64) -> Result<u32, i32> {
 pub fn parse_tcp<M: Memory>(skb: u64, mask: u8, flags: u8) -> Result<Option<Segment>, i32> {
     // `head` is a pointer to bytes: an integer to the verifier, so the headers are probed.
     let head = M::read::<u64>(skb, config_field!(offsets.skb_head))?;
-    let network_at: u32 = config_field!(offsets.skb_network_header);
-    let transport_at: u32 = config_field!(offsets.skb_transport_header);
-    // sk_buff keeps transport_header and network_header (u16 each) side by side: one probed
-    // read for both.
-    let (network, transport) = if M::BY_CALL && network_at == transport_at + 2 {
-        let [transport, network] = read::<[u16; 2]>(skb, transport_at)?;
-        (network, transport)
-    } else {
-        (
-            M::read::<u16>(skb, network_at)?,
-            M::read::<u16>(skb, transport_at)?,
-        )
-    };
+    // sk_buff keeps transport_header and network_header (u16 each) side by side.
+    let (transport, network) = M::read_pair::<u16>(
+        skb,
+        config_field!(offsets.skb_transport_header),
+        config_field!(offsets.skb_network_header),
+    )?;
     let ip = read::<IpHead>(head + network as u64, 0)?;
     let (family, remote_addr, local_addr) = match ip.byte(0) >> 4 {
         4 => {

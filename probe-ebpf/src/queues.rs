@@ -6,14 +6,12 @@
 //! every listener opened from userspace, which fires that tracepoint (and exists on kernels
 //! that lack it, before 6.6).
 
-use core::mem::offset_of;
-
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{ListenerKey, QueueDepths, STAGE_QUEUES, SockHead, TCP_LISTEN};
+use probe_common::{ListenerKey, QueueDepths, STAGE_QUEUES, TCP_LISTEN};
 
 use crate::{
     failures,
@@ -49,21 +47,12 @@ fn on_data_ready<M: Memory>(sk: u64) {
 
 #[inline(always)]
 fn on_socket_woken<M: Memory>(sk: u64) -> Result<(), i32> {
-    // Every socket with new data comes here: the state first, alone where a load is cheap, with
-    // the port in one probed read otherwise (see SockHead).
-    let (state, port) = if M::BY_CALL {
-        let head = M::sock_head(sk)?;
-        (head.state, head.num)
-    } else {
-        let state = M::read::<u8>(sk, offset_of!(SockHead, state) as u32)?;
-        if i32::from(state) != TCP_LISTEN {
-            return Ok(());
-        }
-        (state, M::read::<u16>(sk, offset_of!(SockHead, num) as u32)?)
-    };
-    if i32::from(state) != TCP_LISTEN || !port_traced(port) {
+    // State and port together (see SockHead).
+    let head = M::sock_head(sk)?;
+    if i32::from(head.state) != TCP_LISTEN || !port_traced(head.num) {
         return Ok(());
     }
+    let port = head.num;
     let netns = net_inum::<M>(M::read::<u64>(sk, config_field!(offsets.sk_net))?)?;
     let (accept_queue, backlog) = accept_queue_and_backlog::<M>(sk)?;
     // A member of inet_connection_sock, beyond struct sock: probed.
@@ -93,21 +82,15 @@ fn on_socket_woken<M: Memory>(sk: u64) -> Result<(), i32> {
     Ok(())
 }
 
-/// A listener's accept-queue length and limit: one probed read where they sit side by side, as
-/// they have since 5.x (`sk_ack_backlog`, then `sk_max_ack_backlog`).
+/// A listener's accept-queue length and limit (side by side since 5.x: `sk_ack_backlog`, then
+/// `sk_max_ack_backlog`).
 #[inline(always)]
 fn accept_queue_and_backlog<M: Memory>(sk: u64) -> Result<(u32, u32), i32> {
-    let length_at: u32 = config_field!(offsets.sk_ack_backlog);
-    let limit_at: u32 = config_field!(offsets.sk_max_ack_backlog);
-    if M::BY_CALL && limit_at == length_at + 4 {
-        let [length, limit] = read::<[u32; 2]>(sk, length_at)?;
-        Ok((length, limit))
-    } else {
-        Ok((
-            M::read::<u32>(sk, length_at)?,
-            M::read::<u32>(sk, limit_at)?,
-        ))
-    }
+    M::read_pair::<u32>(
+        sk,
+        config_field!(offsets.sk_ack_backlog),
+        config_field!(offsets.sk_max_ack_backlog),
+    )
 }
 
 /// Raises the SYN-queue maximum of the listener `sk` (namespace `netns`, port `port`) to its

@@ -402,3 +402,10 @@ macro_rules! scenario {
         $crate::scenario_in(env!("CARGO_BIN_EXE_scenario"), $netns, &[$($arg),*])
     };
 }
+
+/// More threads than a kretprobe has instances on any machine the matrix runs on: the kernel
+/// gives one max(10, 2 x CPUs) by default, and a thread asleep in the probed function holds one.
+pub fn more_than_kretprobe_instances() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cpus).max(10) + 14
+}

@@ -3,7 +3,9 @@
 //! connecting. Read wait, service and SYN -> first byte must show those times, and the verdict
 //! must name the handler; `--phases none` leaves them null.
 
-use synscope_tests::{Netns, figure, require_root, scenario, synscope_run};
+use synscope_tests::{
+    Netns, figure, more_than_kretprobe_instances, require_root, scenario, synscope_run,
+};
 
 const CONNECTIONS: u64 = 12;
 const REQUEST_DELAY_MS: f64 = 20.0;
@@ -122,8 +124,7 @@ fn every_first_read_of_more_handlers_than_a_kretprobes_instances_is_seen() {
     require_root();
     let netns = Netns::new("phases-handlers");
     let port = 7192;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let handlers = (2 * cpus).max(10) as u64 + 14;
+    let handlers = more_than_kretprobe_instances() as u64;
     let traced = synscope_run(
         &[],
         &scenario!(

@@ -2,16 +2,14 @@
 //! gives one max(10, 2 x CPUs) by default, and a thread holds one for as long as it sleeps in
 //! accept()). Every accept is seen, and every thread that accepted is counted.
 
-use synscope_tests::{Netns, require_root, scenario, synscope_run};
+use synscope_tests::{Netns, more_than_kretprobe_instances, require_root, scenario, synscope_run};
 
 #[test]
 fn every_accept_of_a_pool_larger_than_a_kretprobes_instances_is_seen() {
     require_root();
     let netns = Netns::new("pool");
     let port = 7290;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Beyond max(10, 2 x CPUs) on any machine the matrix runs on.
-    let acceptors = (2 * cpus).max(10) + 14;
+    let acceptors = more_than_kretprobe_instances();
     let connections = 3 * acceptors;
     let traced = synscope_run(
         &[],
