@@ -390,22 +390,57 @@ impl ConnEvent {
     }
 }
 
-/// A connection accepted while tracing, followed until its first response byte (the
-/// `FOLLOWED` map, keyed by `struct sock *`).
+/// A connection from its handshake to its first response byte (the `CONNECTIONS` map, keyed by
+/// `struct sock *`): a child waiting in an accept queue while `accepted_ns` is 0; once accepted,
+/// and when the phases are traced, followed in the same entry until its first response. One
+/// entry for both stages: accept() fills it in place, where moving it between two maps cost a
+/// removal and an insert into an LRU map per connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Followed {
+pub struct Connection {
     pub syn_ns: u64,
     pub established_ns: u64,
+    /// 0 while the child waits in the accept queue.
     pub accepted_ns: u64,
     /// When a read first returned bytes; 0 until then.
     pub read_ns: u64,
     pub pid: u32,
+    /// The child's local port: a socket moving to CLOSE has already given its port back
+    /// (`inet_num` is 0) when the state-change tracepoint fires.
     pub local_port: u16,
-    /// The client's port: an entry left by a connection closed before its first response is
-    /// told apart from a later socket at the same address by it.
+    /// The client's port: an entry left by a connection freed before its entry went (a child
+    /// freed in its queue, a connection closed before its first response) is told apart from a
+    /// later socket at the same address by it.
     pub remote_port: u16,
     pub comm: [u8; 16],
+}
+
+impl Connection {
+    /// A child just put on its accept queue.
+    pub fn waiting(stamps: &ChildStamps) -> Self {
+        Connection {
+            syn_ns: stamps.syn_ns,
+            established_ns: stamps.established_ns,
+            local_port: stamps.local_port,
+            remote_port: stamps.remote_port,
+            ..Default::default()
+        }
+    }
+
+    /// Accepted (and followed to its first response), not waiting in an accept queue.
+    pub fn accepted(&self) -> bool {
+        self.accepted_ns != 0
+    }
+
+    pub fn stamps(&self) -> ChildStamps {
+        ChildStamps {
+            syn_ns: self.syn_ns,
+            established_ns: self.established_ns,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Key of the SYN-timestamp map: one connection, seen from the server.
@@ -473,24 +508,36 @@ pub struct EarlyAccept {
     pub comm: [u8; 16],
 }
 
-/// Timestamps of a child socket between handshake and accept(), keyed by the socket's address.
+/// SYNs a listener received, counted by the kernel programs where no view needs each one as an
+/// event (the `SYN_COUNTS` map, per CPU, keyed by `ListenerKey`): an event costs the SYN
+/// program about four times what a count does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynCount {
+    pub syns: u64,
+    /// Of those, the ones that put a new entry in `SYN_TIMES` (an event's `PENDING_SYN_ADDED`).
+    pub stamped: u64,
+}
+
+/// Listeners `SYN_COUNTS` holds; the SYNs of any beyond are sent as events, so counts stay exact.
+pub const SYN_COUNTED_LISTENERS: u32 = 4096;
+
+/// The handshake's figures of a child socket, as the handshake and accept events carry them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChildStamps {
     pub syn_ns: u64,
     pub established_ns: u64,
-    /// The child's local port: a socket moving to CLOSE has already given its port back
-    /// (`inet_num` is 0) when the state-change tracepoint fires.
+    /// As in `Connection`.
     pub local_port: u16,
-    /// The client's port: an entry left by a child freed in the queue (its listener closed) is
-    /// told apart from a later socket at the same address by it.
     pub remote_port: u16,
     pub _pad: [u16; 2],
 }
 
 /// Bits of `ConnEvent::pending`. The LRU maps of connections in progress (`SYN_TIMES`: a SYN's
-/// arrival until its handshake completes; `CHILDREN`: a child in an accept queue until
-/// accepted; `FOLLOWED`: an accepted connection until its first response) evict their oldest
+/// arrival until its handshake completes; `CONNECTIONS`: a child in an accept queue until
+/// accepted (the "child" bits), then an accepted connection until its first response (the
+/// "followed" bits): accept() moves an entry from the first kind to the second) evict their oldest
 /// entries when full. `*_ADDED`: the program put an entry, new or in place of a leftover (which
 /// `PendingTally` counts as removed). Userspace counts from the events what was added and
 /// removed, adds the rare removals that send no event, and at the end of a run: added -
@@ -522,10 +569,11 @@ pub struct PendingTally {
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 120);
-const _: () = assert!(core::mem::size_of::<Followed>() == 56);
+const _: () = assert!(core::mem::size_of::<Connection>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ListenCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ChildStamps>() == 24);
+const _: () = assert!(core::mem::size_of::<SynCount>() == 16);
 const _: () = assert!(core::mem::size_of::<SynStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<EarlyAccept>() == 32);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
@@ -541,12 +589,12 @@ mod user {
     unsafe impl aya::Pod for super::IoUringOffsets {}
     unsafe impl aya::Pod for super::FexitReturnSlots {}
     unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::ChildStamps {}
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::QueueDepths {}
     unsafe impl aya::Pod for super::PendingTally {}
     unsafe impl aya::Pod for super::SynStamp {}
-    unsafe impl aya::Pod for super::Followed {}
+    unsafe impl aya::Pod for super::Connection {}
+    unsafe impl aya::Pod for super::SynCount {}
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use aya_ebpf::{
     },
 };
 use probe_common::{
-    ChildStamps, EarlyAccept, EventKind, Followed, IORING_OP_ACCEPT, PENDING_CHILD_REMOVED,
+    ChildStamps, Connection, EarlyAccept, EventKind, IORING_OP_ACCEPT, PENDING_CHILD_REMOVED,
     PENDING_FOLLOWED_ADDED, STAGE_ACCEPT, TCP_LISTEN, TCP_SYN_RECV,
 };
 
@@ -37,8 +37,8 @@ use crate::{
     emit, failures,
     kernel::{Probed, SockEndpoints, fexit_return, read, sock_endpoints, sock_state},
     maps::{
-        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, FOLLOW_RESPONSES, IO_URING, child_stamps,
-        config_field, port_traced,
+        CONNECTIONS, EARLY_ACCEPTS, FEXIT_RETURN, FOLLOW_RESPONSES, IO_URING, config_field,
+        port_traced, waiting_child,
     },
     words::{Comm, current_comm, store_comm},
 };
@@ -148,10 +148,10 @@ fn on_accepted_sock(sk: u64) -> Result<(), i32> {
     let task = bpf_get_current_pid_tgid();
     let (pid, tid) = ((task >> 32) as u32, task as u32);
     let comm = current_comm();
-    // One call of send_accept below, whichever way the stamps are found: each call is
-    // inlined with its own stack, and two overflowed 512 bytes on 5.10 and 6.1.
-    let (stamps, removed) = match child_stamps(sk, child.remote_port) {
-        Some(stamps) => (stamps, remove_child(sk)),
+    // One call of send_accept below, whichever way the entry is found: each call is inlined
+    // with its own stack, and two overflowed 512 bytes on 5.10 and 6.1.
+    let entry = match waiting_child(sk, child.remote_port) {
+        Some(entry) => Some(entry),
         // Dequeued before it became ESTABLISHED (see EarlyAccept): report it then.
         None if sock_state::<Probed>(sk) == Ok(TCP_SYN_RECV) => {
             let mut early = EarlyAccept {
@@ -164,50 +164,55 @@ fn on_accepted_sock(sk: u64) -> Result<(), i32> {
             let _ = EARLY_ACCEPTS.insert(&sk, &early, 0);
             // The handshake may have completed on another CPU meanwhile, too late to see the
             // entry: then whichever side removes the entry reports the accept.
-            match child_stamps(sk, child.remote_port) {
-                Some(stamps) if EARLY_ACCEPTS.remove(&sk).is_ok() => (stamps, remove_child(sk)),
+            match waiting_child(sk, child.remote_port) {
+                Some(entry) if EARLY_ACCEPTS.remove(&sk).is_ok() => Some(entry),
                 _ => return Ok(()),
             }
         }
         // The handshake program records the child before the kernel stores ESTABLISHED: a
         // child seen ESTABLISHED just after the first look has its entry by now.
-        None => match child_stamps(sk, child.remote_port) {
-            Some(stamps) => (stamps, remove_child(sk)),
-            None => (Default::default(), 0),
-        },
+        None => waiting_child(sk, child.remote_port),
     };
-    send_accept(sk, &child, stamps, now, (pid, tid), comm, removed);
+    // SAFETY: the entry's value stays valid while the program runs (RCU); copied out at once.
+    let stamps = entry.map_or(ChildStamps::default(), |entry| unsafe { (*entry).stamps() });
+    send_accept(sk, &child, stamps, entry, now, (pid, tid), comm);
     Ok(())
 }
 
-/// Removes the entry of the child `sk`: `PENDING_CHILD_REMOVED` if this call did.
-#[inline(always)]
-fn remove_child(sk: u64) -> u16 {
-    if CHILDREN.remove(&sk).is_ok() {
-        PENDING_CHILD_REMOVED
-    } else {
-        0
-    }
-}
-
 /// The Accept event of `child` (the socket `sk`), which is then followed to its first
-/// response. `pending`: what the caller did to the maps of connections in progress.
+/// response. `entry`: its entry in `CONNECTIONS` as a child waiting in the accept queue, if it
+/// has one: accept() takes it from there.
 #[inline(always)]
 pub fn send_accept(
     sk: u64,
     child: &SockEndpoints,
     stamps: ChildStamps,
+    entry: Option<*mut Connection>,
     accepted_ns: u64,
     (pid, tid): (u32, u32),
     comm: Comm,
-    pending: u16,
 ) {
-    // Sent first, so that the followed entry is built after the event's values are no longer
-    // needed: the other order spills them and overflows the 512-byte stack on 5.10 and 6.1.
-    let followed = if FOLLOW_RESPONSES.load() != 0 {
-        PENDING_FOLLOWED_ADDED
-    } else {
-        0
+    let following = FOLLOW_RESPONSES.load() != 0;
+    let pending = match entry {
+        // The waiting child's entry becomes the followed connection's, in place: no removal
+        // and no insert. The phases' programs look for `accepted_ns`, written first of all.
+        Some(entry) if following => {
+            // SAFETY: the pointer is to this entry's value, valid while the program runs
+            // (RCU). Only the accept of this child writes these fields, once: whichever
+            // program removes its `EARLY_ACCEPTS` entry, or the only one if there is none.
+            unsafe {
+                (*entry).accepted_ns = accepted_ns;
+                (*entry).pid = pid;
+                store_comm(&mut (*entry).comm, comm);
+            }
+            PENDING_CHILD_REMOVED | PENDING_FOLLOWED_ADDED
+        }
+        Some(_) if CONNECTIONS.remove(&sk).is_ok() => PENDING_CHILD_REMOVED,
+        Some(_) => 0,
+        // Accepted without an entry (its handshake came before the trace, or its entry was
+        // evicted): followed from here, in an entry of its own, added below.
+        None if following => PENDING_FOLLOWED_ADDED,
+        None => 0,
     };
     emit::send(|event| {
         event.kind = EventKind::Accept as u32;
@@ -218,20 +223,24 @@ pub fn send_accept(
         event.established_ns = stamps.established_ns;
         event.accepted_ns = accepted_ns;
         store_comm(&mut event.comm, comm);
-        event.pending = pending | followed;
+        event.pending = pending;
     });
-    let mut followed = Followed {
-        syn_ns: stamps.syn_ns,
-        established_ns: stamps.established_ns,
-        accepted_ns,
-        read_ns: 0,
-        pid,
-        local_port: child.local_port,
-        remote_port: child.remote_port,
-        comm: [0; 16],
-    };
-    store_comm(&mut followed.comm, comm);
-    crate::phases::follow(sk, &followed);
+    // After the event, so that the new entry is built once the event's values are no longer
+    // needed: the other order spills them and overflows the 512-byte stack on 5.10 and 6.1.
+    if entry.is_none() && following {
+        let mut followed = Connection {
+            syn_ns: stamps.syn_ns,
+            established_ns: stamps.established_ns,
+            accepted_ns,
+            read_ns: 0,
+            pid,
+            local_port: child.local_port,
+            remote_port: child.remote_port,
+            comm: [0; 16],
+        };
+        store_comm(&mut followed.comm, comm);
+        crate::phases::follow(sk, &followed);
+    }
 }
 
 /// `struct sock *` behind file descriptor `fd` of the current task.

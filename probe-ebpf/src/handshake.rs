@@ -23,8 +23,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    ChildStamps, EventKind, PENDING_CHILD_ADDED, PENDING_CHILD_REMOVED, PENDING_SYN_REMOVED,
-    STAGE_HANDSHAKE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+    ChildStamps, Connection, EventKind, PENDING_CHILD_ADDED, PENDING_SYN_REMOVED, STAGE_HANDSHAKE,
+    TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
 };
 
 use crate::{
@@ -34,8 +34,8 @@ use crate::{
         Memory, Probed, SockEndpoints, Typed, fexit_return, read, sock_endpoints, sock_state,
     },
     maps::{
-        CHILDREN, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SYN_TIMES, child_stamps, config_field,
-        port_traced, tally,
+        CONNECTIONS, EARLY_ACCEPTS, FEXIT_RETURN, LISTEN_CALLS, SYN_TIMES, config_field,
+        port_traced, tally, waiting_child,
     },
     words::{current_comm, flow_key, load_comm, store_comm},
 };
@@ -130,7 +130,7 @@ fn on_tcp_set_state<M: Memory>(sk: u64, new_state: i32) -> Result<(), i32> {
 }
 
 /// An established socket is closing: if it is a child still waiting for accept() (it has a
-/// `CHILDREN` entry), its client gave up while it waited. One lookup per closing connection;
+/// waiting entry in `CONNECTIONS`), its client gave up while it waited. One lookup per closing connection;
 /// the entry stays, for the accept that may still come.
 #[inline(always)]
 fn on_left_in_queue<M: Memory>(sk: u64, new_state: i32) -> Result<(), i32> {
@@ -141,16 +141,18 @@ fn on_left_in_queue<M: Memory>(sk: u64, new_state: i32) -> Result<(), i32> {
         return Ok(());
     }
     // SAFETY: only tests for presence; nothing is read from the entry.
-    if unsafe { CHILDREN.get(&sk) }.is_none() {
+    if unsafe { CONNECTIONS.get(&sk) }.is_none() {
         return Ok(());
     }
     let Some(mut child) = sock_endpoints::<M>(sk)? else {
         return Ok(());
     };
-    // An accept removing the entry meanwhile makes this report one a moment late.
-    let Some(stamps) = child_stamps(sk, child.remote_port) else {
+    // An accept taking the entry meanwhile makes this report one a moment late.
+    let Some(entry) = waiting_child(sk, child.remote_port) else {
         return Ok(());
     };
+    // SAFETY: the entry's value stays valid while the program runs (RCU); copied out at once.
+    let stamps = unsafe { (*entry).stamps() };
     // Moving to CLOSE, the socket has already given its port back.
     child.local_port = stamps.local_port;
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
@@ -211,11 +213,7 @@ fn on_established<M: Memory>(sk: u64) -> Result<(), i32> {
     // lookup and looks once, after recording itself, for an accept that came meanwhile.
     if unaccepted {
         pending |= PENDING_CHILD_ADDED;
-        if CHILDREN.insert(&sk, &stamps, BPF_NOEXIST as u64).is_err() {
-            // A child freed in its queue left its entry at this address: replaced.
-            let _ = CHILDREN.insert(&sk, &stamps, 0);
-            tally(|t| t.children_replaced += 1);
-        }
+        record_child(sk, &stamps);
     }
     emit::send_head(|event| {
         event.kind = EventKind::Handshake as u32;
@@ -230,6 +228,41 @@ fn on_established<M: Memory>(sk: u64) -> Result<(), i32> {
     // waiting. One call, inlined once: two overflowed the 512-byte stack on 5.10 and 6.1.
     report_early_accept(&child, sk, stamps, now, unaccepted);
     Ok(())
+}
+
+/// Puts the child `sk` in `CONNECTIONS`, waiting for accept().
+#[inline(always)]
+fn record_child(sk: u64, stamps: &ChildStamps) {
+    let waiting = Connection::waiting(stamps);
+    if CONNECTIONS
+        .insert(&sk, &waiting, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        return;
+    }
+    // A connection freed before its entry went left it at this address: a child freed in its
+    // queue, or (often, where servers close connections without answering) one accepted and
+    // closed before its first response. Overwritten in place, the socket it was for is gone.
+    match CONNECTIONS.get_ptr_mut(&sk) {
+        Some(leftover) => {
+            // SAFETY: the pointer is to this entry's value, valid while the program runs
+            // (RCU); its socket was freed, so no other program writes it for that one.
+            let accepted = unsafe {
+                let accepted = (*leftover).accepted();
+                *leftover = waiting;
+                accepted
+            };
+            if accepted {
+                tally(|t| t.followed_replaced += 1);
+            } else {
+                tally(|t| t.children_replaced += 1);
+            }
+        }
+        // Removed meanwhile: nothing was replaced.
+        None => {
+            let _ = CONNECTIONS.insert(&sk, &waiting, 0);
+        }
+    }
 }
 
 #[inline(always)]
@@ -276,7 +309,7 @@ fn on_listener_close<M: Memory>(sk: u64) -> Result<(), i32> {
 }
 
 /// Reports the accept of `sk` if accept() returned it before this handshake completed and no
-/// other program has reported it. `recorded`: the child recorded itself in CHILDREN above.
+/// other program has reported it. `recorded`: the child recorded itself in `CONNECTIONS` above.
 #[inline(always)]
 fn report_early_accept(
     child: &SockEndpoints,
@@ -294,19 +327,19 @@ fn report_early_accept(
     if EARLY_ACCEPTS.remove(&sk).is_err() {
         return;
     }
-    // There is no accept left to wait for: the entry would only linger.
-    let pending = if recorded && CHILDREN.remove(&sk).is_ok() {
-        PENDING_CHILD_REMOVED
+    // There is no accept left to wait for: the accept takes the entry.
+    let entry = if recorded {
+        waiting_child(sk, child.remote_port)
     } else {
-        0
+        None
     };
     send_accept(
         sk,
         child,
         stamps,
+        entry,
         now.max(early.accepted_ns),
         (early.pid, early.tid),
         load_comm(&early.comm),
-        pending,
     );
 }

@@ -2,13 +2,14 @@
 
 use aya_ebpf::{
     Global,
+    bindings::BPF_NOEXIST,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use probe_common::{
-    COUNTED_MIBS, ChildStamps, EarlyAccept, FexitReturnSlots, FlowKey, Followed, IoUringOffsets,
+    COUNTED_MIBS, Connection, EarlyAccept, FexitReturnSlots, FlowKey, IoUringOffsets,
     KernelOffsets, ListenCounters, ListenerKey, MAX_PORTS, PENDING_ENTRIES, PendingTally,
-    ProbeConfig, QueueDepths, STAGES, SynStamp,
+    ProbeConfig, QueueDepths, STAGES, SYN_COUNTED_LISTENERS, SynCount, SynStamp,
 };
 
 /// Written by userspace before load (kernel offsets, port filter switch, SYN consumer range).
@@ -82,16 +83,60 @@ pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 pub static SYN_TIMES: LruHashMap<FlowKey, SynStamp> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
 
+/// Non-zero: every SYN is sent as an event, for a view that shows each connection's SYNs
+/// (`synscope trace`); otherwise they are counted per listener in `SYN_COUNTS`. Written by
+/// userspace before load.
+#[unsafe(no_mangle)]
+pub static SYN_EVENTS: Global<u32> = Global::new(0);
+
+/// SYNs per listener, per CPU, where they are not sent as events (see `SynCount`).
+#[map]
+pub static SYN_COUNTS: PerCpuHashMap<ListenerKey, SynCount> =
+    PerCpuHashMap::with_max_entries(SYN_COUNTED_LISTENERS, 0);
+
+/// Counts one SYN of `listener` on this CPU; false if `SYN_COUNTS` has no room for a new
+/// listener, whose SYN is then sent as an event.
+#[inline(always)]
+pub fn count_syn(listener: &ListenerKey, stamped: bool) -> bool {
+    let counted = |count: *mut SynCount| {
+        // SAFETY: the pointer is to this CPU's slot of the entry, valid while the program runs
+        // (RCU); programs do not migrate between CPUs while they run, so no other writer races.
+        unsafe {
+            (*count).syns += 1;
+            (*count).stamped += u64::from(stamped);
+        }
+        true
+    };
+    if let Some(count) = SYN_COUNTS.get_ptr_mut(listener) {
+        return counted(count);
+    }
+    let first = SynCount {
+        syns: 1,
+        stamped: u64::from(stamped),
+    };
+    if SYN_COUNTS
+        .insert(listener, &first, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        return true;
+    }
+    // Another CPU added the listener meanwhile (this CPU's slot is then 0), or the map is full.
+    SYN_COUNTS.get_ptr_mut(listener).is_some_and(counted)
+}
+
 /// Children accepted before their handshake was marked complete, keyed by `struct sock *`.
 #[map]
 pub static EARLY_ACCEPTS: LruHashMap<u64, EarlyAccept> = LruHashMap::with_max_entries(4096, 0);
 
-/// Child sockets waiting in an accept queue, keyed by `struct sock *`.
+/// Connections from their handshake until accepted (children waiting in an accept queue), then
+/// until their first response when the phases are traced, keyed by `struct sock *` (see
+/// `Connection`). LRU: a connection never accepted, or one that never answers, is evicted, never
+/// leaked.
 #[map]
-pub static CHILDREN: LruHashMap<u64, ChildStamps> =
+pub static CONNECTIONS: LruHashMap<u64, Connection> =
     LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
 
-/// The rare changes to `SYN_TIMES`, `CHILDREN` and `FOLLOWED` that no event reports, per CPU
+/// The rare changes to `SYN_TIMES` and `CONNECTIONS` that no event reports, per CPU
 /// (see `PendingTally`); the common ones are bits of the events (`PENDING_*`).
 #[map]
 pub static PENDING_TALLY: PerCpuArray<PendingTally> = PerCpuArray::with_max_entries(1, 0);
@@ -106,22 +151,28 @@ pub fn tally(count: impl FnOnce(&mut PendingTally)) {
     }
 }
 
-/// The stamps of the child `sk` whose client port is `remote_port`. A child freed while queued
-/// (its listener closed, or its client left and the listener discarded it) leaves its entry
-/// behind; a later socket at the same address finds it, sees another client port, and removes
-/// it instead of taking it for its own.
+/// The entry of the child `sk`, waiting in an accept queue, whose client port is `remote_port`.
+/// A child freed while queued (its listener closed, or its client left and the listener
+/// discarded it) leaves its entry behind; a later socket at the same address finds it, sees
+/// another client port, and removes it instead of taking it for its own. An accepted
+/// connection's entry is not a waiting child's: `None`, and it stays.
 #[inline(always)]
-pub fn child_stamps(sk: u64, remote_port: u16) -> Option<ChildStamps> {
-    // SAFETY: the stamps are copied out at once. Map memory stays valid while the program runs
-    // (RCU); another CPU replacing the entry meanwhile can only change the value read.
-    let stamps = *unsafe { CHILDREN.get(&sk) }?;
-    if stamps.remote_port != remote_port {
-        if CHILDREN.remove(&sk).is_ok() {
+pub fn waiting_child(sk: u64, remote_port: u16) -> Option<*mut Connection> {
+    let entry = CONNECTIONS.get_ptr_mut(&sk)?;
+    // SAFETY: the pointer is to this entry's value, valid while the program runs (RCU); the
+    // fields are copied out at once, and another CPU replacing the entry meanwhile can only
+    // change the values read.
+    let (accepted, port) = unsafe { ((*entry).accepted(), (*entry).remote_port) };
+    if accepted {
+        return None;
+    }
+    if port != remote_port {
+        if CONNECTIONS.remove(&sk).is_ok() {
             tally(|t| t.children_stale_removed += 1);
         }
         return None;
     }
-    Some(stamps)
+    Some(entry)
 }
 
 /// Sockets in `inet_csk_listen_start`, by task, between a kprobe and its kretprobe.
@@ -145,11 +196,6 @@ pub static FEXIT_RETURN: Global<FexitReturnSlots> = Global::new(FexitReturnSlots
 /// (`phases.rs`); written by userspace before load (`--phases none` leaves it 0).
 #[unsafe(no_mangle)]
 pub static FOLLOW_RESPONSES: Global<u32> = Global::new(0);
-
-/// Connections accepted while tracing, until their first response byte, keyed by
-/// `struct sock *`. LRU: a connection that never answers is evicted, never leaked.
-#[map]
-pub static FOLLOWED: LruHashMap<u64, Followed> = LruHashMap::with_max_entries(PENDING_ENTRIES, 0);
 
 /// Followed sockets in `tcp_recvmsg`, by task, between a kprobe and its kretprobe.
 #[map]

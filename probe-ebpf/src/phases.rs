@@ -1,7 +1,8 @@
-//! The phases after accept(): a connection accepted while tracing is followed (the `FOLLOWED`
-//! map, filled by the accept programs) until it sends its first response byte; its first read
-//! that returns bytes is noted on the way. Then its entry goes: a long-lived connection costs
-//! nothing afterwards, and every other socket's send or receive costs one map miss.
+//! The phases after accept(): a connection accepted while tracing is followed (its entry in
+//! `CONNECTIONS`, marked accepted by the accept programs) until it sends its first response
+//! byte; its first read that returns bytes is noted on the way. Then its entry goes: a
+//! long-lived connection costs nothing afterwards, and every other socket's send or receive
+//! costs one map miss.
 //!
 //! Tracepoint backend (6.3+): `sock:sock_recv_length` and `sock:sock_send_length`, which see
 //! every socket's receive and send with their result.
@@ -21,12 +22,12 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{EventKind, Followed, PENDING_FOLLOWED_REMOVED, STAGE_PHASES};
+use probe_common::{Connection, EventKind, PENDING_FOLLOWED_REMOVED, STAGE_PHASES};
 
 use crate::{
     emit, failures,
     kernel::{Probed, fexit_return, sock_endpoints},
-    maps::{FEXIT_RETURN, FOLLOW_RESPONSES, FOLLOWED, RECV_CALLS, tally},
+    maps::{CONNECTIONS, FEXIT_RETURN, RECV_CALLS, tally},
     words::{load_comm, store_comm},
 };
 
@@ -83,8 +84,8 @@ pub fn phases_kprobe_cleanup_rbuf(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn phases_kprobe_recvmsg(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0)
-        // SAFETY: the entry is only tested for presence; nothing is read through it.
-        && unsafe { FOLLOWED.get(&sk) }.is_some()
+        // SAFETY: the entry is only tested; nothing is kept from it.
+        && unsafe { CONNECTIONS.get(&sk) }.is_some_and(Connection::accepted)
     {
         let _ = RECV_CALLS.insert(&bpf_get_current_pid_tgid(), &sk, 0);
     }
@@ -119,13 +120,13 @@ pub fn phases_kprobe_sendmsg(ctx: ProbeContext) -> u32 {
 /// handler's hands.
 #[inline(always)]
 fn on_read(sk: u64) {
-    let Some(followed) = FOLLOWED.get_ptr_mut(&sk) else {
+    let Some(followed) = CONNECTIONS.get_ptr_mut(&sk) else {
         return;
     };
     // SAFETY: the pointer is to this entry's value, valid while the program runs (RCU). Two
     // CPUs reading the same socket at once could both write; either time is a first read.
     unsafe {
-        if (*followed).read_ns == 0 {
+        if (*followed).accepted() && (*followed).read_ns == 0 {
             (*followed).read_ns = bpf_ktime_get_ns();
         }
     }
@@ -136,9 +137,13 @@ fn on_read(sk: u64) {
 #[inline(always)]
 fn on_send(sk: u64) -> Result<(), i32> {
     // SAFETY: the entry is copied out at once; whichever program removes it reports it.
-    let Some(&followed) = (unsafe { FOLLOWED.get(&sk) }) else {
+    let Some(&followed) = (unsafe { CONNECTIONS.get(&sk) }) else {
         return Ok(());
     };
+    // A child still in its accept queue sends nothing of the application's.
+    if !followed.accepted() {
+        return Ok(());
+    }
     // SAFETY: bpf_ktime_get_ns takes no argument and only reads the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut endpoints) = sock_endpoints::<Probed>(sk)? else {
@@ -146,7 +151,7 @@ fn on_send(sk: u64) -> Result<(), i32> {
     };
     // Read before the removal, so that a failed read leaves the entry rather than removing it
     // unreported.
-    if FOLLOWED.remove(&sk).is_err() {
+    if CONNECTIONS.remove(&sk).is_err() {
         return Ok(());
     }
     if endpoints.remote_port != followed.remote_port {
@@ -171,13 +176,16 @@ fn on_send(sk: u64) -> Result<(), i32> {
     Ok(())
 }
 
-/// Follows `sk`, just accepted, until its first response (when the phases are traced; its
-/// Accept event says so with `PENDING_FOLLOWED_ADDED`).
+/// Follows `sk`, just accepted without an entry in `CONNECTIONS`, until its first response
+/// (its Accept event says so with `PENDING_FOLLOWED_ADDED`).
 #[inline(always)]
-pub fn follow(sk: u64, followed: &Followed) {
-    if FOLLOW_RESPONSES.load() != 0 && FOLLOWED.insert(&sk, followed, BPF_NOEXIST as u64).is_err() {
+pub fn follow(sk: u64, followed: &Connection) {
+    if CONNECTIONS
+        .insert(&sk, followed, BPF_NOEXIST as u64)
+        .is_err()
+    {
         // A connection closed before its first response left its entry at this address.
-        let _ = FOLLOWED.insert(&sk, followed, 0);
+        let _ = CONNECTIONS.insert(&sk, followed, 0);
         tally(|t| t.followed_replaced += 1);
     }
 }

@@ -18,12 +18,15 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use probe_common::{EventKind, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
+use probe_common::{EventKind, ListenerKey, PENDING_SYN_ADDED, STAGE_SYN, SynStamp};
 
 use crate::{
     emit, failures,
     kernel::{Memory, Probed, Typed, net_inum},
-    maps::{SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_TIMES, config_field, port_traced, tally},
+    maps::{
+        SYN_CONSUMER_END, SYN_CONSUMER_START, SYN_EVENTS, SYN_TIMES, config_field, count_syn,
+        port_traced, tally,
+    },
     packet::{Segment, parse_tcp, skb_netns},
     queues::sample_syn_queue,
     words::{flow_key, store_addr},
@@ -120,7 +123,8 @@ fn syn_segment<M: Memory>(skb: u64) -> Result<Option<Segment>, i32> {
     Ok(Some(segment))
 }
 
-/// Stamps the SYN for the later stages and reports it.
+/// Stamps the SYN for the later stages and counts it, or reports it as an event (see
+/// `SYN_EVENTS`).
 #[inline(always)]
 fn record_syn<M: Memory>(segment: &Segment, skb: u64, listener: u64) -> Result<(), i32> {
     let netns = if listener != 0 {
@@ -168,6 +172,14 @@ fn record_syn<M: Memory>(segment: &Segment, skb: u64, listener: u64) -> Result<(
         }
     }
 
+    if SYN_EVENTS.load() == 0
+        && count_syn(
+            &ListenerKey::new(netns, segment.local_port),
+            pending == PENDING_SYN_ADDED,
+        )
+    {
+        return Ok(());
+    }
     emit::send_head(|event| {
         event.kind = EventKind::Syn as u32;
         event.netns = netns;

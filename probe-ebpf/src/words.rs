@@ -6,7 +6,7 @@
 
 use core::mem::{align_of, offset_of};
 
-use probe_common::{ConnEvent, EarlyAccept, EventHead, FlowKey, Followed};
+use probe_common::{ConnEvent, Connection, EarlyAccept, EventHead, FlowKey};
 
 /// An IPv6 address (an IPv4 one v4-mapped) as four 32-bit words in memory order.
 pub type Addr = [u32; 4];
@@ -47,14 +47,14 @@ pub fn flow_key(
     key
 }
 
-/// Stores `comm` into a task-name field of `ConnEvent`, `Followed` or `EarlyAccept`.
+/// Stores `comm` into a task-name field of `ConnEvent`, `Connection` or `EarlyAccept`.
 #[inline(always)]
 pub fn store_comm(field: &mut [u8; 16], comm: Comm) {
     // SAFETY: every task-name field of those `repr(C)` types is 8-aligned (checked below).
     unsafe { (field as *mut [u8; 16]).cast::<Comm>().write(comm) }
 }
 
-/// A task-name field of `Followed` or `EarlyAccept` as words.
+/// A task-name field of `Connection` or `EarlyAccept` as words.
 #[inline(always)]
 pub fn load_comm(field: &[u8; 16]) -> Comm {
     // SAFETY: as in `store_comm`.
@@ -82,6 +82,6 @@ const _: () = {
     assert!(offset_of!(FlowKey, local_addr) % 4 == 0);
     assert!(offset_of!(FlowKey, remote_addr) % 4 == 0);
     assert!(offset_of!(ConnEvent, comm) % 8 == 0);
-    assert!(align_of::<Followed>() >= 8 && offset_of!(Followed, comm) % 8 == 0);
+    assert!(align_of::<Connection>() >= 8 && offset_of!(Connection, comm) % 8 == 0);
     assert!(align_of::<EarlyAccept>() >= 8 && offset_of!(EarlyAccept, comm) % 8 == 0);
 };

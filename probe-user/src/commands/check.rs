@@ -36,6 +36,7 @@ fn check(out: &mut dyn Write, hooks: HookChoice) -> anyhow::Result<u8> {
         hooks,
         // Whether the phases after accept() can be traced here is part of the answer.
         phases: true,
+        syn_events: false,
         ..Default::default()
     };
     let tracing = Tracer::start(&options)

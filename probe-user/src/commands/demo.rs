@@ -25,6 +25,7 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         ports: vec![server.addr.port()],
         hooks: args.hooks,
         phases: args.phases == crate::cli::Phases::FirstResponse,
+        syn_events: false,
     };
     eprintln!(
         "demo: a server on {} spends {} ms of CPU on each request in one thread\n\

@@ -33,6 +33,7 @@ fn trace_options(args: &TraceArgs) -> anyhow::Result<TraceOptions> {
         ports: args.ports.clone(),
         hooks: args.hooks,
         phases: args.phases == crate::cli::Phases::FirstResponse,
+        syn_events: false,
     })
 }
 

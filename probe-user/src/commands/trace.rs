@@ -7,7 +7,7 @@ use crate::{
     cli::{TraceArgs, TraceFilters},
     live::connections::{ConnectionPrinter, Filters, LineFormat},
     report::Format,
-    trace::{Session, signals},
+    trace::{Session, TraceOptions, signals},
 };
 
 pub async fn run(args: &TraceArgs, filters: &TraceFilters) -> anyhow::Result<u8> {
@@ -21,7 +21,11 @@ pub async fn run(args: &TraceArgs, filters: &TraceFilters) -> anyhow::Result<u8>
         Some(Format::Json) => LineFormat::Json,
         Some(other) => anyhow::bail!("trace prints text or json (NDJSON), not {other:?}"),
     };
-    let options = super::trace_options(args)?;
+    let options = TraceOptions {
+        // Each connection's line counts its SYNs (a client's retries).
+        syn_events: true,
+        ..super::trace_options(args)?
+    };
     let mut session = Session::start(&options)?;
     let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(std::io::stdout()));
     let mut printer = ConnectionPrinter::new(

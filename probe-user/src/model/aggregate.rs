@@ -117,6 +117,11 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// `count` more SYNs of `key`, counted by the kernel programs instead of sent as events.
+    pub fn syns_counted(&mut self, key: ListenerKey, count: u64) {
+        self.listener(key.netns, key.port).syn_received += count;
+    }
+
     pub fn record(&mut self, event: &ConnEvent) {
         let Some(kind) = EventKind::from_u32(event.kind) else {
             self.unknown_events += 1;
@@ -303,6 +308,19 @@ mod tests {
         agg.record(&other_ns);
         assert_eq!(agg.listeners.len(), 3);
         assert!(agg.listeners.values().all(|s| s.syn_received == 1));
+    }
+
+    #[test]
+    fn syns_counted_in_the_kernel_add_to_those_sent_as_events() {
+        let mut agg = Aggregator::default();
+        // A listener beyond the kernel's count map sends its SYNs as events; the rest come as
+        // counts, which may name a listener no event has named yet (a flood's).
+        agg.record(&event(EventKind::Syn, 80, 1, 0, 0));
+        agg.syns_counted(ListenerKey::new(7, 80), 41);
+        agg.syns_counted(ListenerKey::new(7, 81), 5);
+        assert_eq!(agg.listeners[&ListenerKey::new(7, 80)].syn_received, 42);
+        assert_eq!(agg.listeners[&ListenerKey::new(7, 81)].syn_received, 5);
+        assert!(agg.listeners[&ListenerKey::new(7, 81)].has_traffic());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum Observation<'a> {
     KernelPoll(Vec<NetnsState>),
     /// The deepest queues the kernel programs saw per listener, since the last reading.
     QueueDepths(Vec<(ListenerKey, QueueDepths)>),
+    /// SYNs per listener the kernel programs counted (not sent as events) since the last
+    /// reading.
+    SynsCounted(Vec<(ListenerKey, u64)>),
     /// Events lost since the last reading (ring buffer full).
     LostEvents(u64),
     /// Failed kernel reads per stage since the last reading.
@@ -91,6 +94,11 @@ impl Observations {
                     seen.accept_queue_max = seen.accept_queue_max.max(depth.accept_queue_max);
                     seen.syn_queue_max = seen.syn_queue_max.max(depth.syn_queue_max);
                     seen.backlog = depth.backlog;
+                }
+            }
+            Observation::SynsCounted(syns) => {
+                for (key, count) in syns {
+                    self.aggregator.syns_counted(key, count);
                 }
             }
             Observation::LostEvents(lost) => self.lost_events += lost,

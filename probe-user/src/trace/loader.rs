@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use probe_common::{ConnEvent, ListenCounters, ListenerKey, ProbeConfig, QueueDepths};
+use probe_common::{ConnEvent, ListenCounters, ListenerKey, ProbeConfig, QueueDepths, SynCount};
 use tokio::io::unix::AsyncFd;
 
 use super::hooks;
@@ -27,6 +27,10 @@ pub struct TraceOptions {
     pub hooks: hooks::HookChoice,
     /// Follow accepted connections to their first response byte (`--phases`).
     pub phases: bool,
+    /// Every SYN as an event, for a view that shows each connection's SYNs (`synscope
+    /// trace`); otherwise the kernel programs count them per listener, at a quarter of the
+    /// cost.
+    pub syn_events: bool,
 }
 
 /// Attached kernel programs. Dropping it detaches them.
@@ -37,6 +41,8 @@ pub struct Tracer {
     /// Failed kernel reads, per CPU, indexed by stage.
     failures: PerCpuArray<MapData, u64>,
     queues: HashMap<MapData, ListenerKey, QueueDepths>,
+    /// SYNs per listener counted by the kernel programs (see `TraceOptions::syn_events`).
+    syn_counts: PerCpuHashMap<MapData, ListenerKey, SynCount>,
     /// The drop reason of a final ACK that found the accept queue full (6.15+).
     pub listen_overflow_reason: Option<u32>,
     pub hooks: Vec<hooks::StageHook>,
@@ -105,6 +111,7 @@ impl Tracer {
             ));
         }
         let follow_responses = u32::from(options.phases);
+        let syn_events = u32::from(options.syn_events);
         let config = ProbeConfig {
             offsets,
             filter_ports: u32::from(!options.ports.is_empty()),
@@ -123,6 +130,7 @@ impl Tracer {
             .override_global("LISTEN_COUNTERS", &listen_counters, true)
             .override_global("IO_URING", &io_uring, true)
             .override_global("FOLLOW_RESPONSES", &follow_responses, true)
+            .override_global("SYN_EVENTS", &syn_events, true)
             .override_global(
                 "FEXIT_RETURN",
                 &kernel_offsets::fexit_return(&kernel_btf),
@@ -157,6 +165,10 @@ impl Tracer {
             ebpf.take_map("QUEUES")
                 .ok_or_else(|| anyhow!("QUEUES map missing"))?,
         )?;
+        let syn_counts = PerCpuHashMap::try_from(
+            ebpf.take_map("SYN_COUNTS")
+                .ok_or_else(|| anyhow!("SYN_COUNTS map missing"))?,
+        )?;
         // Attach last: maps and filters are in place before the first event.
         let mut links = hooks::Links::default();
         let hooks = hooks::attach_plan(
@@ -171,6 +183,7 @@ impl Tracer {
         Ok(Self {
             ebpf,
             queues,
+            syn_counts,
             listen_overflow_reason,
             // SAFETY: the ring buffer owns its fd and keeps it open until the AsyncFd drops it.
             events: unsafe { AsyncFd::register(events) }
@@ -222,6 +235,24 @@ impl Tracer {
         depths
     }
 
+    /// The SYNs each listener received since the start, as the kernel programs counted them
+    /// (summed over CPUs); SYNs sent as events are not in these.
+    pub fn syn_counts(&self) -> Vec<(ListenerKey, SynCount)> {
+        self.syn_counts
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let total = per_cpu
+                    .iter()
+                    .fold(SynCount::default(), |sum, cpu| SynCount {
+                        syns: sum.syns + cpu.syns,
+                        stamped: sum.stamped + cpu.stamped,
+                    });
+                (key, total)
+            })
+            .collect()
+    }
+
     /// Whether `stage` has an attached hook.
     pub fn observes(&self, stage: hooks::Stage) -> bool {
         self.hooks
@@ -244,7 +275,13 @@ impl Tracer {
         &self,
         flow: &super::pending::PendingFlow,
     ) -> anyhow::Result<crate::report::PendingEvicted> {
-        super::pending::evicted(&self.ebpf, flow)
+        // The SYNs counted in the kernel say what they stamped there, not in events.
+        let stamped = self
+            .syn_counts()
+            .iter()
+            .map(|(_, count)| count.stamped)
+            .sum();
+        super::pending::evicted(&self.ebpf, flow, stamped)
     }
 
     /// Runs the kernel skipped per stage since the start (see `skipped`); stages it did not

@@ -1,7 +1,9 @@
 //! How many entries the kernel programs' maps of connections in progress lost to eviction.
 //!
-//! `SYN_TIMES`, `CHILDREN` and `FOLLOWED` are LRU maps of `PENDING_ENTRIES` each: when one is
-//! full, adding an entry evicts the least recently used. That is by design for SYNs never
+//! `SYN_TIMES` and `CONNECTIONS` are LRU maps of `PENDING_ENTRIES` each: when one is full,
+//! adding an entry evicts the least recently used. `CONNECTIONS` holds two kinds of entries,
+//! children waiting in an accept queue and accepted connections followed to their first
+//! response (accept() turns the first into the second in place), counted apart. That is by design for SYNs never
 //! answered (a flood) and children never accepted, but it also leaves a connection that went on
 //! without a stage's figure. The events say what their programs added and removed (`PENDING_*`
 //! bits), the programs count the rare removals that send no event (`PENDING_TALLY`), and what
@@ -13,7 +15,7 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
 };
 use probe_common::{
-    ChildStamps, FlowKey, Followed, PENDING_CHILD_ADDED, PENDING_CHILD_REMOVED, PENDING_ENTRIES,
+    Connection, FlowKey, PENDING_CHILD_ADDED, PENDING_CHILD_REMOVED, PENDING_ENTRIES,
     PENDING_FOLLOWED_ADDED, PENDING_FOLLOWED_REMOVED, PENDING_SYN_ADDED, PENDING_SYN_REMOVED,
     PendingTally, SynStamp,
 };
@@ -81,10 +83,15 @@ impl PendingFlow {
     }
 }
 
-/// Evictions since the start, from the events' counts (`flow`, every event drained), the
+/// Evictions since the start, from the events' counts (`flow`, every event drained), the SYNs
+/// the programs counted instead of sending (`syns_stamped` of them added an entry), the
 /// programs' tally, and each map's entries now (one system call per entry: at the end of a
 /// run, not on every refresh).
-pub fn evicted(ebpf: &Ebpf, flow: &PendingFlow) -> anyhow::Result<PendingEvicted> {
+pub fn evicted(
+    ebpf: &Ebpf,
+    flow: &PendingFlow,
+    syns_stamped: u64,
+) -> anyhow::Result<PendingEvicted> {
     let tally: PerCpuArray<&MapData, PendingTally> =
         PerCpuArray::try_from(map(ebpf, "PENDING_TALLY")?)?;
     let mut sum = PendingTally::default();
@@ -95,12 +102,15 @@ pub fn evicted(ebpf: &Ebpf, flow: &PendingFlow) -> anyhow::Result<PendingEvicted
         sum.followed_replaced += cpu.followed_replaced;
         sum.followed_stale_removed += cpu.followed_stale_removed;
     }
+    let (waiting, followed) = connections(ebpf)?;
     let present = [
         entries::<FlowKey, SynStamp>(ebpf, "SYN_TIMES")?,
-        entries::<u64, ChildStamps>(ebpf, "CHILDREN")?,
-        entries::<u64, Followed>(ebpf, "FOLLOWED")?,
+        waiting,
+        followed,
     ];
-    Ok(flow.with_tally(&sum).evicted(present))
+    let mut flow = flow.with_tally(&sum);
+    flow.syn.added += syns_stamped;
+    Ok(flow.evicted(present))
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
@@ -121,6 +131,26 @@ fn entries<K: Pod, V: Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<u64> {
         }
     }
     Ok(count)
+}
+
+/// `CONNECTIONS`' entries (at most its capacity, as in `entries`): children waiting in an
+/// accept queue, and accepted connections followed to their first response.
+fn connections(ebpf: &Ebpf) -> anyhow::Result<(u64, u64)> {
+    let map: HashMap<&MapData, u64, Connection> = HashMap::try_from(map(ebpf, "CONNECTIONS")?)?;
+    let (mut waiting, mut followed) = (0u64, 0u64);
+    for entry in map.iter() {
+        // An entry removed under the walk is skipped, not an error.
+        let Ok((_, connection)) = entry else { continue };
+        if connection.accepted() {
+            followed += 1;
+        } else {
+            waiting += 1;
+        }
+        if waiting + followed == u64::from(PENDING_ENTRIES) {
+            break;
+        }
+    }
+    Ok((waiting, followed))
 }
 
 #[cfg(test)]

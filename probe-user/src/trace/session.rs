@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_common::ConnEvent;
+use probe_common::{ConnEvent, ListenerKey};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -49,6 +49,8 @@ pub struct Session {
     /// Cumulative kernel-side counters already handed to the model.
     lost_seen: u64,
     failures_seen: BTreeMap<String, u64>,
+    /// SYNs per listener the kernel programs counted, as last handed to the model.
+    syns_seen: BTreeMap<ListenerKey, u64>,
     skipped_seen: BTreeMap<String, u64>,
     run: RunInfo,
     started: Instant,
@@ -137,6 +139,7 @@ impl Session {
             timeline: None,
             lost_seen: 0,
             failures_seen: BTreeMap::new(),
+            syns_seen: BTreeMap::new(),
             skipped_seen: BTreeMap::new(),
             run: RunInfo {
                 ports: options.ports.clone(),
@@ -290,6 +293,16 @@ impl Session {
     fn read_kernel_counters(&mut self) {
         let depths = self.tracer.take_queue_depths();
         self.recorder.observe(Observation::QueueDepths(depths));
+
+        let mut new_syns = Vec::new();
+        for (listener, count) in self.tracer.syn_counts() {
+            let seen = self.syns_seen.entry(listener).or_default();
+            if count.syns > *seen {
+                new_syns.push((listener, count.syns - *seen));
+                *seen = count.syns;
+            }
+        }
+        self.recorder.observe(Observation::SynsCounted(new_syns));
 
         let lost = self.tracer.lost_events();
         let new_lost = lost.saturating_sub(self.lost_seen);
