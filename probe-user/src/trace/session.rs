@@ -342,7 +342,13 @@ impl Session {
         let failures: u64 = report.kernel_failures.values().sum();
         let skipped: u64 = report.skipped_runs.values().sum();
         if report.lost_events == 0 && failures == 0 && skipped == 0 {
-            report.pending_evicted = self.tracer.pending_evicted(&self.pending_flow).ok();
+            report.pending_evicted = match self.tracer.pending_evicted(&self.pending_flow) {
+                Ok(evicted) => Some(evicted),
+                Err(e) => {
+                    eprintln!("synscope: the maps' evictions are not counted: {e:#}");
+                    None
+                }
+            };
         }
         report
     }
