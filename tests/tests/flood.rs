@@ -190,8 +190,7 @@ fn a_syn_flood_is_counted_exactly_and_shows_the_syn_queue_full() {
         // Counted from the events: unknown when some were lost or left unsent.
         None => assert!(
             traced.report.lost_events > 0
-                || traced.report.kernel_failures.values().sum::<u64>() > 0
-                || traced.report.skipped_runs.values().sum::<u64>() > 0,
+                || traced.report.kernel_failures.values().sum::<u64>() > 0,
             "no eviction count"
         ),
     }

@@ -374,26 +374,13 @@ fn check_figures(
         report["lost_events"].as_u64().unwrap_or(u64::MAX),
         0,
     );
-    // Every pending map held what the run left in it: nothing evicted to make room. The
-    // report counts evictions from the events, and leaves them out when the kernel skipped
-    // runs of a program (a tracepoint's program is skipped when it fires again on a CPU where
-    // it is running, interrupted): then they cannot be checked, and the skips are shown.
-    let skipped: u64 = report["skipped_runs"]
-        .as_object()
-        .map_or(0, |stages| stages.values().filter_map(Value::as_u64).sum());
-    if report["pending_evicted"].is_null() && skipped > 0 {
-        println!(
-            "soak: entries evicted from the kernel's pending maps: not counted, the kernel skipped {} runs",
-            report["skipped_runs"]
+    // Every pending map held what the run left in it: nothing evicted to make room.
+    for map in ["syn_stamps", "queued_children", "followed"] {
+        expect(
+            &format!("entries evicted from the kernel's pending maps, {map}"),
+            report["pending_evicted"][map].as_u64().unwrap_or(u64::MAX),
+            0,
         );
-    } else {
-        for map in ["syn_stamps", "queued_children", "followed"] {
-            expect(
-                &format!("entries evicted from the kernel's pending maps, {map}"),
-                report["pending_evicted"][map].as_u64().unwrap_or(u64::MAX),
-                0,
-            );
-        }
     }
     let churned = done.churned.load(Ordering::Relaxed);
     let churn = listener(report, CHURN);

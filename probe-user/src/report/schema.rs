@@ -40,8 +40,8 @@ pub struct Report {
     #[serde(default)]
     pub skipped_runs: BTreeMap<String, u64>,
     /// Entries the kernel's maps of connections in progress lost to eviction over the run;
-    /// only in a run's final report without lost events, failed kernel reads or skipped
-    /// runs (null otherwise: it is counted from the events).
+    /// only in a run's final report without lost events or failed kernel reads (null
+    /// otherwise: it is counted from the events; a run the kernel skipped changed no map).
     #[serde(default)]
     pub pending_evicted: Option<PendingEvicted>,
     pub listeners: Vec<ListenerReport>,

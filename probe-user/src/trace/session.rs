@@ -338,10 +338,11 @@ impl Session {
         }
         let mut report = self.report_so_far();
         // Counted from the events: unknown when some were lost or left unsent by a failed
-        // read; and not worth failing a report for when the maps cannot be read.
+        // read; and not worth failing a report for when the maps cannot be read. Runs the
+        // kernel skipped change nothing here: a program that did not run changed no map, and
+        // each change a program makes is in its event or its tally.
         let failures: u64 = report.kernel_failures.values().sum();
-        let skipped: u64 = report.skipped_runs.values().sum();
-        if report.lost_events == 0 && failures == 0 && skipped == 0 {
+        if report.lost_events == 0 && failures == 0 {
             report.pending_evicted = match self.tracer.pending_evicted(&self.pending_flow) {
                 Ok(evicted) => Some(evicted),
                 Err(e) => {
