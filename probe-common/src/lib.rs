@@ -509,8 +509,9 @@ pub struct EarlyAccept {
 }
 
 /// SYNs a listener received, counted by the kernel programs where no view needs each one as an
-/// event (the `SYN_COUNTS` map, per CPU, keyed by `ListenerKey`): an event costs the SYN
-/// program about four times what a count does.
+/// event (the `SYN_COUNTS` map, per CPU, keyed by `ListenerKey`): one event fewer per
+/// connection for synscope's process to handle, and a SYN flood's count that lost events
+/// cannot cut short.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SynCount {
@@ -560,7 +561,8 @@ pub struct PendingTally {
     pub children_replaced: u64,
     /// Such a leftover child entry found by another socket at its address, and removed.
     pub children_stale_removed: u64,
-    /// A connection at the address of one closed before its first response.
+    /// A connection at the address of one closed before its first response: replaced by the
+    /// handshake of a new child there, or by an accept that found no entry of its own.
     pub followed_replaced: u64,
     /// Such a leftover followed entry found by another socket at its address, and removed.
     pub followed_stale_removed: u64,

@@ -194,19 +194,8 @@ pub fn send_accept(
 ) {
     let following = FOLLOW_RESPONSES.load() != 0;
     let pending = match entry {
-        // The waiting child's entry becomes the followed connection's, in place: no removal
-        // and no insert. The phases' programs look for `accepted_ns`, written first of all.
-        Some(entry) if following => {
-            // SAFETY: the pointer is to this entry's value, valid while the program runs
-            // (RCU). Only the accept of this child writes these fields, once: whichever
-            // program removes its `EARLY_ACCEPTS` entry, or the only one if there is none.
-            unsafe {
-                (*entry).accepted_ns = accepted_ns;
-                (*entry).pid = pid;
-                store_comm(&mut (*entry).comm, comm);
-            }
-            PENDING_CHILD_REMOVED | PENDING_FOLLOWED_ADDED
-        }
+        // The waiting child's entry becomes the followed connection's, below.
+        Some(_) if following => PENDING_CHILD_REMOVED | PENDING_FOLLOWED_ADDED,
         Some(_) if CONNECTIONS.remove(&sk).is_ok() => PENDING_CHILD_REMOVED,
         Some(_) => 0,
         // Accepted without an entry (its handshake came before the trace, or its entry was
@@ -225,21 +214,37 @@ pub fn send_accept(
         store_comm(&mut event.comm, comm);
         event.pending = pending;
     });
-    // After the event, so that the new entry is built once the event's values are no longer
-    // needed: the other order spills them and overflows the 512-byte stack on 5.10 and 6.1.
-    if entry.is_none() && following {
-        let mut followed = Connection {
-            syn_ns: stamps.syn_ns,
-            established_ns: stamps.established_ns,
-            accepted_ns,
-            read_ns: 0,
-            pid,
-            local_port: child.local_port,
-            remote_port: child.remote_port,
-            comm: [0; 16],
-        };
-        store_comm(&mut followed.comm, comm);
-        crate::phases::follow(sk, &followed);
+    // Followed only after the Accept event is sent: the phases' programs see the connection
+    // from here, and its first response can never come before its accept.
+    if !following {
+        return;
+    }
+    match entry {
+        // In place: no removal and no insert. The phases' programs look for `accepted_ns`.
+        // SAFETY: the pointer is to this entry's value, valid while the program runs (RCU).
+        // Only the accept of this child writes these fields, once: whichever program removes
+        // its `EARLY_ACCEPTS` entry, or the only one if there is none.
+        Some(entry) => unsafe {
+            (*entry).pid = pid;
+            store_comm(&mut (*entry).comm, comm);
+            (*entry).accepted_ns = accepted_ns;
+        },
+        // Built after the event, once the event's values are no longer needed: the other
+        // order spills them and overflows the 512-byte stack on 5.10 and 6.1.
+        None => {
+            let mut followed = Connection {
+                syn_ns: stamps.syn_ns,
+                established_ns: stamps.established_ns,
+                accepted_ns,
+                read_ns: 0,
+                pid,
+                local_port: child.local_port,
+                remote_port: child.remote_port,
+                comm: [0; 16],
+            };
+            store_comm(&mut followed.comm, comm);
+            crate::phases::follow(sk, &followed);
+        }
     }
 }
 

@@ -6,9 +6,10 @@
 //! and userspace drains them on a short timer, except when the buffer fills past a quarter,
 //! which wakes it at once.
 //!
-//! The SYN and handshake events, one each per connection, send only an `EventHead` (64 bytes,
-//! one cache line, against 120 for a whole `ConnEvent`): each record is written on one CPU
-//! and read on another, and the bytes not sent are neither zeroed nor passed over.
+//! The handshake event of each connection (and the SYN events, where they are sent) send only
+//! an `EventHead` (64 bytes, one cache line, against 120 for a whole `ConnEvent`): each record
+//! is written on one CPU and read on another, and the bytes not sent are neither zeroed nor
+//! passed over.
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use probe_common::{ConnEvent, EventHead};

@@ -146,7 +146,9 @@ pub static PENDING_TALLY: PerCpuArray<PendingTally> = PerCpuArray::with_max_entr
 pub fn tally(count: impl FnOnce(&mut PendingTally)) {
     if let Some(slot) = PENDING_TALLY.get_ptr_mut(0) {
         // SAFETY: the lookup returned a valid, aligned pointer to this CPU's slot, and programs
-        // do not migrate between CPUs while they run, so no other writer races with this one.
+        // do not migrate between CPUs while they run. Only a softirq's program interrupting
+        // this one on its CPU could write at the same time, and lose one count: these are
+        // plain adds, because this target has no atomic add in `core`.
         count(unsafe { &mut *slot });
     }
 }

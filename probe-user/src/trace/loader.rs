@@ -28,8 +28,8 @@ pub struct TraceOptions {
     /// Follow accepted connections to their first response byte (`--phases`).
     pub phases: bool,
     /// Every SYN as an event, for a view that shows each connection's SYNs (`synscope
-    /// trace`); otherwise the kernel programs count them per listener, at a quarter of the
-    /// cost.
+    /// trace`); otherwise the kernel programs count them per listener, which costs them a
+    /// little less and synscope's process one event fewer per connection.
     pub syn_events: bool,
 }
 
@@ -270,18 +270,15 @@ impl Tracer {
     }
 
     /// Entries the maps of connections in progress lost to eviction since the start.
-    /// `flow`: what every event drained so far said of those maps.
+    /// `flow`: what every event drained so far said of those maps; `syns_stamped`: the SYNs
+    /// counted in the kernel (not sent as events) that put an entry in the SYN-time map, read
+    /// just before those events were drained.
     pub fn pending_evicted(
         &self,
         flow: &super::pending::PendingFlow,
+        syns_stamped: u64,
     ) -> anyhow::Result<crate::report::PendingEvicted> {
-        // The SYNs counted in the kernel say what they stamped there, not in events.
-        let stamped = self
-            .syn_counts()
-            .iter()
-            .map(|(_, count)| count.stamped)
-            .sum();
-        super::pending::evicted(&self.ebpf, flow, stamped)
+        super::pending::evicted(&self.ebpf, flow, syns_stamped)
     }
 
     /// Runs the kernel skipped per stage since the start (see `skipped`); stages it did not

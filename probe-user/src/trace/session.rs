@@ -49,8 +49,10 @@ pub struct Session {
     /// Cumulative kernel-side counters already handed to the model.
     lost_seen: u64,
     failures_seen: BTreeMap<String, u64>,
-    /// SYNs per listener the kernel programs counted, as last handed to the model.
+    /// SYNs per listener the kernel programs counted, as last handed to the model, and how
+    /// many of all of them put an entry in the SYN-time map.
     syns_seen: BTreeMap<ListenerKey, u64>,
+    syns_stamped: u64,
     skipped_seen: BTreeMap<String, u64>,
     run: RunInfo,
     started: Instant,
@@ -140,6 +142,7 @@ impl Session {
             lost_seen: 0,
             failures_seen: BTreeMap::new(),
             syns_seen: BTreeMap::new(),
+            syns_stamped: 0,
             skipped_seen: BTreeMap::new(),
             run: RunInfo {
                 ports: options.ports.clone(),
@@ -221,14 +224,14 @@ impl Session {
         };
         // Everything the traced work caused is already in the ring buffer (a full one holds
         // about 37,000 events; a flood that goes on is not waited for).
-        self.drain(FINAL_DRAIN);
+        self.catch_up();
         self.poll_kernel();
         Ok(result)
     }
 
     fn answer(&mut self, request: Request) {
         // Everything that happened before the question is part of the answer.
-        self.drain(FINAL_DRAIN);
+        self.catch_up();
         match request {
             Request::SoFar(reply) => {
                 let _ = reply.send(self.report_so_far());
@@ -284,6 +287,26 @@ impl Session {
         more
     }
 
+    /// Everything up to now: the SYNs the kernel programs counted, then every event. The
+    /// counts first: a SYN counted after the events were drained, whose handshake came in
+    /// between, would be an entry added and neither removed nor present, an eviction that
+    /// did not happen; this order errs the other way, as the events did.
+    fn catch_up(&mut self) {
+        let mut new_syns = Vec::new();
+        let mut stamped = 0;
+        for (listener, count) in self.tracer.syn_counts() {
+            stamped += count.stamped;
+            let seen = self.syns_seen.entry(listener).or_default();
+            if count.syns > *seen {
+                new_syns.push((listener, count.syns - *seen));
+                *seen = count.syns;
+            }
+        }
+        self.syns_stamped = stamped;
+        self.recorder.observe(Observation::SynsCounted(new_syns));
+        self.drain(FINAL_DRAIN);
+    }
+
     fn poll_kernel(&mut self) {
         self.recorder
             .observe(Observation::KernelPoll(inventory::read_all()));
@@ -293,16 +316,6 @@ impl Session {
     fn read_kernel_counters(&mut self) {
         let depths = self.tracer.take_queue_depths();
         self.recorder.observe(Observation::QueueDepths(depths));
-
-        let mut new_syns = Vec::new();
-        for (listener, count) in self.tracer.syn_counts() {
-            let seen = self.syns_seen.entry(listener).or_default();
-            if count.syns > *seen {
-                new_syns.push((listener, count.syns - *seen));
-                *seen = count.syns;
-            }
-        }
-        self.recorder.observe(Observation::SynsCounted(new_syns));
 
         let lost = self.tracer.lost_events();
         let new_lost = lost.saturating_sub(self.lost_seen);
@@ -318,7 +331,7 @@ impl Session {
     /// Ends the timeline's current interval (a fresh look at the kernel first, for a sharp
     /// boundary) and starts the next.
     fn next_second(&mut self) {
-        self.drain(FINAL_DRAIN);
+        self.catch_up();
         self.poll_kernel();
         self.read_kernel_counters();
         let run = self.run.clone();
@@ -343,7 +356,10 @@ impl Session {
         // each change a program makes is in its event or its tally.
         let failures: u64 = report.kernel_failures.values().sum();
         if report.lost_events == 0 && failures == 0 {
-            report.pending_evicted = match self.tracer.pending_evicted(&self.pending_flow) {
+            let evicted = self
+                .tracer
+                .pending_evicted(&self.pending_flow, self.syns_stamped);
+            report.pending_evicted = match evicted {
                 Ok(evicted) => Some(evicted),
                 Err(e) => {
                     eprintln!("synscope: the maps' evictions are not counted: {e:#}");
