@@ -38,7 +38,7 @@ pub enum Observation<'a> {
     QueueDepths(Vec<(ListenerKey, QueueDepths)>),
     /// SYNs per listener the kernel programs counted (not sent as events) since the last
     /// reading.
-    SynsCounted(Vec<(ListenerKey, u64)>),
+    SynsCounted(BTreeMap<ListenerKey, u64>),
     /// Events lost since the last reading (ring buffer full).
     LostEvents(u64),
     /// Failed kernel reads per stage since the last reading.
@@ -97,7 +97,8 @@ impl Observations {
                 }
             }
             Observation::SynsCounted(syns) => {
-                for (key, count) in syns {
+                // A listener without new SYNs is no news to an interval.
+                for (key, count) in syns.into_iter().filter(|&(_, count)| count > 0) {
                     self.aggregator.syns_counted(key, count);
                 }
             }

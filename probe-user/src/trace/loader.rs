@@ -237,7 +237,7 @@ impl Tracer {
 
     /// The SYNs each listener received since the start, as the kernel programs counted them
     /// (summed over CPUs); SYNs sent as events are not in these.
-    pub fn syn_counts(&self) -> Vec<(ListenerKey, SynCount)> {
+    pub fn syn_counts(&self) -> BTreeMap<ListenerKey, SynCount> {
         self.syn_counts
             .iter()
             .filter_map(Result::ok)

@@ -292,17 +292,10 @@ impl Session {
     /// between, would be an entry added and neither removed nor present, an eviction that
     /// did not happen; this order errs the other way, as the events did.
     fn catch_up(&mut self) {
-        let mut new_syns = Vec::new();
-        let mut stamped = 0;
-        for (listener, count) in self.tracer.syn_counts() {
-            stamped += count.stamped;
-            let seen = self.syns_seen.entry(listener).or_default();
-            if count.syns > *seen {
-                new_syns.push((listener, count.syns - *seen));
-                *seen = count.syns;
-            }
-        }
-        self.syns_stamped = stamped;
+        let counts = self.tracer.syn_counts();
+        self.syns_stamped = counts.values().map(|count| count.stamped).sum();
+        let syns = counts.into_iter().map(|(key, count)| (key, count.syns));
+        let new_syns = since(&mut self.syns_seen, syns.collect());
         self.recorder.observe(Observation::SynsCounted(new_syns));
         self.drain(FINAL_DRAIN);
     }
@@ -421,13 +414,14 @@ impl Session {
     }
 }
 
-/// Per-stage counts since the last reading, from cumulative ones; `seen` becomes `now`.
-fn since(seen: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+/// Counts (per stage, per listener) since the last reading, from cumulative ones; `seen`
+/// becomes `now`.
+fn since<K: Ord + Clone>(seen: &mut BTreeMap<K, u64>, now: BTreeMap<K, u64>) -> BTreeMap<K, u64> {
     let new = now
         .iter()
-        .map(|(stage, &count)| {
-            let before = seen.get(stage).copied().unwrap_or(0);
-            (stage.clone(), count.saturating_sub(before))
+        .map(|(key, &count)| {
+            let before = seen.get(key).copied().unwrap_or(0);
+            (key.clone(), count.saturating_sub(before))
         })
         .collect();
     *seen = now;
